@@ -1,0 +1,79 @@
+"""The one shape every loader returns, so models and tracking need no special cases."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Arrays of one dataset, split and preprocessed, ready for any model.
+
+    Attributes:
+        name: Short name, also used in run names and tags.
+        task: ``binary``, ``multiclass`` or ``regression``.
+        x_train, y_train: Training split (features float32, labels int64 or float32).
+        x_val, y_val: Optional validation split, seen per epoch but not trained on.
+        x_test, y_test: Optional held-out test split. Without one, models are
+            scored on the training split (as in the XOR and Perceptron exercises).
+        feature_names, class_names: For plots and model signatures.
+    """
+
+    name: str
+    task: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    feature_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task {self.task!r} is not one of {', '.join(TASKS)}")
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (0 for regression)."""
+        if self.task == "regression":
+            return 0
+        return len(self.class_names) or int(self.y_train.max()) + 1
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task != "regression"
+
+    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The splits that exist, by name: ``train`` and any of ``val``, ``test``."""
+        found = {"train": (self.x_train, self.y_train)}
+        if self.x_val is not None and self.y_val is not None:
+            found["val"] = (self.x_val, self.y_val)
+        if self.x_test is not None and self.y_test is not None:
+            found["test"] = (self.x_test, self.y_test)
+        return found
+
+    @property
+    def validation_data(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.splits().get("val")
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of every array, dtype and shape: same data, same fingerprint."""
+        digest = hashlib.sha256(self.task.encode())
+        for split, (x, y) in sorted(self.splits().items()):
+            for array in (x, y):
+                array = np.ascontiguousarray(array)
+                digest.update(f"{split}:{array.dtype}:{array.shape}".encode())
+                digest.update(array.tobytes())
+        return digest.hexdigest()[:16]

@@ -1,0 +1,80 @@
+"""The estimator interface shared by every model family."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class EpochListener:
+    """Receives per-epoch metrics from an iteratively trained model.
+
+    Listeners log metrics, stop on a non-finite loss or report to a pruner. Any of
+    them may raise to stop training; the exception leaves ``fit``.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float]) -> None:
+        """Called after each epoch; ``epoch`` counts from 1."""
+
+    def on_train_end(self) -> None:
+        """Called once when training ends normally."""
+
+
+class Estimator(abc.ABC):
+    """A model that can be fit, asked for predictions and logged to MLflow.
+
+    Attributes:
+        flavor: Name of the MLflow flavor module that logs :attr:`native`
+            (``keras`` or ``sklearn``).
+        task: ``binary``, ``multiclass`` or ``regression``.
+        history: Per-epoch metrics of the last fit, by name (empty for models
+            that are not trained epoch by epoch).
+    """
+
+    flavor: str
+    task: str
+    history: dict[str, list[float]]
+
+    @abc.abstractmethod
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        listeners: Sequence[EpochListener] = (),
+    ) -> Estimator:
+        """Trains on ``x, y`` and returns self."""
+
+    @abc.abstractmethod
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class labels for classification, values for regression."""
+
+    def score(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy for classification, R² for regression (as scikit-learn's ``score``)."""
+        from sklearn.metrics import accuracy_score, r2_score
+
+        predicted = self.predict(x)
+        if self.task == "regression":
+            return float(r2_score(y, predicted))
+        return float(accuracy_score(y, predicted))
+
+    @abc.abstractmethod
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float | None:
+        """The model's own training loss on ``x, y``, or None where it has none."""
+
+    @property
+    @abc.abstractmethod
+    def native(self) -> Any:
+        """The underlying library object, as logged by the MLflow flavor."""
+
+    @abc.abstractmethod
+    def serving_output(self, x: np.ndarray) -> np.ndarray:
+        """What the logged model's ``predict`` returns for ``x`` (for its signature)."""
+
+    def summary_metrics(self) -> dict[str, float]:
+        """Figures that describe the fitted model itself, such as its parameter count."""
+        return {}

@@ -1,0 +1,58 @@
+"""scikit-learn estimators (built by Hydra from ``conf/baselines``) as baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from src.models.base import EpochListener, Estimator
+
+
+class SklearnBaseline(Estimator):
+    """Wraps any scikit-learn estimator so the training loop needs no special case.
+
+    Args:
+        estimator: An unfitted scikit-learn estimator.
+        task: ``binary``, ``multiclass`` or ``regression``.
+    """
+
+    flavor = "sklearn"
+
+    def __init__(self, estimator: Any, task: str) -> None:
+        self.estimator = estimator
+        self.task = task
+        self.history = {}
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        listeners: Sequence[EpochListener] = (),
+    ) -> SklearnBaseline:
+        self.estimator.fit(x, y)
+        curve = getattr(self.estimator, "loss_curve_", None)
+        if curve is not None:
+            self.history = {"loss": [float(v) for v in curve]}
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.estimator.predict(x)
+
+    def serving_output(self, x: np.ndarray) -> np.ndarray:
+        return self.predict(x)
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float | None:
+        """Log-loss for classifiers with probabilities; None otherwise (e.g. Perceptron)."""
+        if self.task == "regression" or not hasattr(self.estimator, "predict_proba"):
+            return None
+        from sklearn.metrics import log_loss
+
+        return float(log_loss(y, self.estimator.predict_proba(x), labels=self.estimator.classes_))
+
+    @property
+    def native(self) -> Any:
+        return self.estimator

@@ -1,0 +1,210 @@
+"""The Keras multi-layer perceptron, wrapped as an estimator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from src.models.base import EpochListener, Estimator
+
+_PREDICT_BATCH = 4096
+
+
+class KerasMLP(Estimator):
+    """Dense layers with optional dropout, built for the task at ``fit`` time.
+
+    Args:
+        hidden_units: Units of each hidden layer; empty for a single output unit.
+        activation: Activation of the hidden layers.
+        output_activation: Activation of the output layer (task-derived if None).
+        task: ``binary``, ``multiclass`` or ``regression``.
+        n_classes: Number of classes for ``multiclass``.
+        optimizer: Makes a fresh Keras optimizer (a partial from the config).
+        kernel_initializer: Makes a fresh initializer; one per layer, since a
+            Keras 3 initializer instance returns the same values on every call.
+        kernel_regularizer: Penalty on every kernel, or None.
+        dropout_rate: Dropout after each hidden layer (0: none).
+        loss: Keras loss name (already resolved for the task).
+        epochs, batch_size, shuffle, verbose: As in ``keras.Model.fit``;
+            ``batch_size=None`` trains full batch.
+        early_stopping: The ``trainer.early_stopping`` settings.
+    """
+
+    flavor = "keras"
+
+    def __init__(
+        self,
+        hidden_units: Sequence[int],
+        activation: str,
+        output_activation: str | None,
+        *,
+        task: str,
+        n_classes: int,
+        optimizer: Callable[[], keras.optimizers.Optimizer],
+        kernel_initializer: Callable[[], keras.initializers.Initializer],
+        kernel_regularizer: keras.regularizers.Regularizer | None,
+        dropout_rate: float,
+        loss: str,
+        epochs: int,
+        batch_size: int | None,
+        shuffle: bool = True,
+        verbose: int = 0,
+        early_stopping: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.hidden_units = list(hidden_units)
+        self.activation = activation
+        self.output_activation = output_activation or default_output_activation(task)
+        self.task = task
+        self.n_classes = n_classes
+        self.optimizer = optimizer
+        self.kernel_initializer = kernel_initializer
+        self.kernel_regularizer = kernel_regularizer
+        self.dropout_rate = dropout_rate
+        self.loss_name = loss
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.early_stopping = dict(early_stopping or {})
+        self.history = {}
+        self.model_: keras.Model | None = None
+
+    # ----------------------------------------------------------------- building
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.task == "multiclass" else 1
+
+    def build(self, n_features: int) -> keras.Model:
+        layers: list[keras.layers.Layer] = [keras.Input(shape=(n_features,))]
+        for units in self.hidden_units:
+            layers.append(self._dense(units, self.activation))
+            if self.dropout_rate > 0:
+                layers.append(keras.layers.Dropout(self.dropout_rate))
+        layers.append(self._dense(self.n_outputs, self.output_activation))
+        model = keras.Sequential(layers, name="mlp")
+        model.compile(optimizer=self.optimizer(), loss=self.loss_name, metrics=[self._metric()])
+        return model
+
+    def _dense(self, units: int, activation: str) -> keras.layers.Dense:
+        return keras.layers.Dense(
+            units,
+            activation=activation,
+            kernel_initializer=self.kernel_initializer(),
+            kernel_regularizer=self.kernel_regularizer,
+        )
+
+    def _metric(self) -> keras.metrics.Metric:
+        if self.task == "regression":
+            return keras.metrics.MeanAbsoluteError(name="mae")
+        if self.task == "binary":
+            return keras.metrics.BinaryAccuracy(name="accuracy")
+        if self.loss_name == "sparse_categorical_crossentropy":
+            return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        return keras.metrics.CategoricalAccuracy(name="accuracy")
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """Labels in the form the loss expects (one-hot for dense multi-class losses)."""
+        if self.task == "multiclass" and self.loss_name != "sparse_categorical_crossentropy":
+            return keras.utils.to_categorical(y, self.n_classes).astype(np.float32)
+        if self.task == "multiclass":
+            return y
+        return y.astype(np.float32).reshape(-1, 1)
+
+    # ----------------------------------------------------------------- training
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        listeners: Sequence[EpochListener] = (),
+    ) -> KerasMLP:
+        self.model_ = self.build(x.shape[1])
+        callbacks: list[keras.callbacks.Callback] = [_ListenerBridge(listeners)]
+        if self.early_stopping.get("enabled"):
+            callbacks.insert(0, self._early_stopping(validation_data is not None))
+        validation = None
+        if validation_data is not None:
+            validation = (validation_data[0], self._targets(validation_data[1]))
+        history = self.model_.fit(
+            x,
+            self._targets(y),
+            epochs=self.epochs,
+            batch_size=self.batch_size or len(x),
+            shuffle=self.shuffle,
+            validation_data=validation,
+            callbacks=callbacks,
+            verbose=self.verbose,
+        )
+        self.history = {k: [float(v) for v in values] for k, values in history.history.items()}
+        return self
+
+    def _early_stopping(self, has_validation: bool) -> keras.callbacks.EarlyStopping:
+        settings = self.early_stopping
+        monitor = settings.get("monitor") or ("val_loss" if has_validation else "loss")
+        return keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            patience=settings.get("patience", 10),
+            min_delta=settings.get("min_delta", 0.0),
+            restore_best_weights=settings.get("restore_best_weights", True),
+        )
+
+    # ---------------------------------------------------------------- inference
+    def _fitted(self) -> keras.Model:
+        if self.model_ is None:
+            raise RuntimeError("KerasMLP is not fitted yet; call fit first")
+        return self.model_
+
+    def serving_output(self, x: np.ndarray) -> np.ndarray:
+        return self._fitted().predict(x, batch_size=_PREDICT_BATCH, verbose=0)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        output = self.serving_output(x)
+        if self.task == "binary":
+            return np.hstack([1 - output, output])
+        return output
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        output = self.serving_output(x)
+        if self.task == "regression":
+            return output.ravel()
+        if self.task == "binary":
+            return (output.ravel() >= 0.5).astype(np.int64)
+        return output.argmax(axis=1)
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        results = self._fitted().evaluate(
+            x, self._targets(y), batch_size=_PREDICT_BATCH, verbose=0, return_dict=True
+        )
+        return float(results["loss"])
+
+    @property
+    def native(self) -> keras.Model:
+        return self._fitted()
+
+    def summary_metrics(self) -> dict[str, float]:
+        return {"n_params": float(self._fitted().count_params())}
+
+
+def default_output_activation(task: str) -> str:
+    return {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}[task]
+
+
+class _ListenerBridge(keras.callbacks.Callback):
+    """Forwards Keras epoch ends to framework-neutral listeners (epochs from 1)."""
+
+    def __init__(self, listeners: Sequence[EpochListener]) -> None:
+        super().__init__()
+        self.listeners = list(listeners)
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        for listener in self.listeners:
+            listener.on_epoch_end(epoch + 1, values)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        for listener in self.listeners:
+            listener.on_train_end()

@@ -1,0 +1,290 @@
+"""MLflow tracking: the store, runs that always end, batched metrics, models.
+
+The store is opened once per process; runs are started through :func:`run`, which
+ends them FINISHED, FAILED (with a ``failure_reason`` tag) or KILLED, never leaves
+them RUNNING. Per-epoch metrics are buffered and written with ``log_batch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import mlflow
+import mlflow.sklearn
+from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from src.errors import MlplabError
+from src.models.base import EpochListener, Estimator
+
+log = logging.getLogger(__name__)
+
+FAILURE_TAG = "failure_reason"
+_MAX_METRICS_PER_BATCH = 1000
+_connected_uri: str | None = None
+
+
+class TrackingError(MlplabError):
+    """The tracking store cannot be reached or written."""
+
+
+# ------------------------------------------------------------------------ the store
+def redact(uri: str) -> str:
+    """The URI with any password replaced by ``***``, safe to log and print."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    match = re.match(r"sqlite:///(.+)$", uri)
+    return Path(match.group(1)) if match else None
+
+
+def connect(uri: str) -> None:
+    """Points MLflow at ``uri`` (once per process), creating a local SQLite folder."""
+    global _connected_uri
+    if uri == _connected_uri:
+        return
+    for noisy in ("alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    db_path = _sqlite_path(uri)
+    if db_path is not None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    try:
+        MlflowClient().search_experiments(max_results=1)
+    except Exception as exc:  # any driver or HTTP error means: not usable
+        raise TrackingError(
+            f"cannot open the MLflow tracking store {redact(uri)}: {_first_line(exc)}"
+        ) from None
+    _connected_uri = uri
+
+
+def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> str:
+    """The id of the MLflow experiment ``name``, created on first use.
+
+    A local SQLite store keeps artifacts in an ``artifacts`` folder beside the
+    database file unless ``artifact_location`` says otherwise; a tracking server
+    chooses for itself.
+    """
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    db_path = _sqlite_path(uri)
+    if artifact_location is None and db_path is not None:
+        artifact_location = str(db_path.parent / "artifacts")
+    if artifact_location is not None and "://" not in artifact_location:
+        artifact_location = Path(artifact_location).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        # Another process created it between our lookup and create.
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+# ------------------------------------------------------------------------- runs
+class TrackedRun:
+    """Logging calls for one MLflow run."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.client = MlflowClient()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        mlflow.log_params({k: _param_value(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        mlflow.log_text(text, artifact_file)
+
+    def epoch_logger(self, flush_every: int = 100, flush_seconds: float = 5.0) -> EpochMetricLogger:
+        return EpochMetricLogger(self.client, self.run_id, flush_every, flush_seconds)
+
+    def log_model(self, estimator: Estimator, example: Any) -> None:
+        """Logs the fitted model with its MLflow flavor, signature and input example.
+
+        The pip requirements are given, not inferred: inference re-imports the
+        model's libraries in a subprocess, which costs seconds per model.
+        """
+        from mlflow.models import Model, infer_signature
+
+        kwargs = {
+            "signature": infer_signature(example, estimator.serving_output(example)),
+            "input_example": example,
+            "pip_requirements": _pip_requirements(estimator.flavor),
+        }
+        if estimator.flavor == "keras":
+            import keras
+
+            # MLflow checks the input example by predicting; keep Keras' bar out of the output.
+            keras.utils.disable_interactive_logging()
+            try:
+                Model.log(
+                    artifact_path=None,
+                    name="model",
+                    flavor=_KerasFlavor,
+                    model=estimator.native,
+                    **kwargs,
+                )
+            finally:
+                keras.utils.enable_interactive_logging()
+        else:
+            mlflow.sklearn.log_model(
+                estimator.native,
+                name="model",
+                skops_trusted_types=_skops_types(estimator.native),
+                **kwargs,
+            )
+
+
+class _KerasFlavor:
+    """``mlflow.keras`` with the model folder made before its ``save_model`` runs.
+
+    Given an input example, ``mlflow.keras.save_model`` writes it before creating
+    the folder and fails (mlflow/mlflow#16183, open in MLflow 3.17).
+    """
+
+    __name__ = "mlflow.keras"
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> None:
+        import mlflow.keras
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)
+
+
+@contextlib.contextmanager
+def run(
+    name: str,
+    *,
+    experiment: str,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    description: str | None = None,
+) -> Iterator[TrackedRun]:
+    """Starts an MLflow run (nested under ``parent_run_id`` if given) that always ends.
+
+    The run ends FINISHED when the block completes, KILLED on Ctrl-C, and FAILED on
+    any other exception, with the exception's message in the ``failure_reason`` tag.
+    """
+    active = mlflow.start_run(
+        experiment_id=experiment,
+        run_name=name,
+        nested=parent_run_id is not None,
+        parent_run_id=parent_run_id,
+        tags={k: str(v) for k, v in (tags or {}).items()},
+        description=description,
+    )
+    status = RunStatus.to_string(RunStatus.FINISHED)
+    try:
+        yield TrackedRun(active.info.run_id)
+    except KeyboardInterrupt:
+        status = RunStatus.to_string(RunStatus.KILLED)
+        raise
+    except BaseException as exc:
+        status = RunStatus.to_string(RunStatus.FAILED)
+        with contextlib.suppress(Exception):
+            mlflow.set_tag(FAILURE_TAG, _first_line(exc) or type(exc).__name__)
+        raise
+    finally:
+        mlflow.end_run(status=status)
+
+
+class EpochMetricLogger(EpochListener):
+    """Buffers per-epoch metrics and writes them with few ``log_batch`` calls.
+
+    Written every ``flush_every`` epochs or ``flush_seconds`` seconds, and at the
+    end of training; :meth:`flush` is also called when the run ends early.
+    """
+
+    def __init__(
+        self, client: MlflowClient, run_id: str, flush_every: int, flush_seconds: float
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self._buffer: list[Metric] = []
+        self._epochs_buffered = 0
+        self._last_flush = time.monotonic()
+        self.calls = 0
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float]) -> None:
+        timestamp = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), timestamp, epoch) for k, v in logs.items())
+        self._epochs_buffered += 1
+        if (
+            self._epochs_buffered >= self.flush_every
+            or time.monotonic() - self._last_flush >= self.flush_seconds
+        ):
+            self.flush()
+
+    def on_train_end(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        for start in range(0, len(self._buffer), _MAX_METRICS_PER_BATCH):
+            chunk = self._buffer[start : start + _MAX_METRICS_PER_BATCH]
+            self.client.log_batch(self.run_id, metrics=chunk)
+            self.calls += 1
+        self._buffer.clear()
+        self._epochs_buffered = 0
+        self._last_flush = time.monotonic()
+
+
+# ------------------------------------------------------------------------ helpers
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level with dotted keys (``optimizer.learning_rate``)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _param_value(value: Any) -> str:
+    text = "null" if value is None else str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def _skops_types(model: Any) -> list[str]:
+    """The types skops would refuse to load from ``model``; we built it, so we trust them."""
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+
+
+def _pip_requirements(flavor: str) -> list[str]:
+    from importlib.metadata import version
+
+    packages = {"keras": ("tensorflow", "keras"), "sklearn": ("scikit-learn",)}[flavor]
+    return [f"{package}=={version(package)}" for package in packages]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,305 @@
+"""The one path from a composed config to tracked metrics.
+
+``run(cfg)`` validates the config, loads the data, trains the Keras MLP and every
+baseline on the same split, logs a parent run with one child run per model, and
+returns the metrics. The ``src.train`` CLI and every sweep trial call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import resolve_loss, validate
+from src.data import Dataset
+from src.errors import ConfigError, NonFiniteLossError
+from src.models.base import EpochListener, Estimator
+
+log = logging.getLogger("mlplab")
+
+KERAS_MODEL = "keras_mlp"
+Metrics = dict[str, dict[str, float]]
+"""Final metrics by model name, e.g. ``{"keras_mlp": {"train_accuracy": 1.0, ...}}``."""
+
+
+@dataclass
+class ModelRun:
+    """A model to train, and the params its child run records."""
+
+    estimator: Estimator
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class NonFiniteGuard(EpochListener):
+    """Stops training at the first epoch whose loss is NaN or infinite."""
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float]) -> None:
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise NonFiniteLossError(epoch, loss)
+
+
+def run(
+    cfg: DictConfig | Mapping[str, Any],
+    *,
+    parent_run_id: str | None = None,
+    listeners: Sequence[EpochListener] = (),
+) -> Metrics:
+    """Trains every configured model on one dataset and tracks it all in MLflow.
+
+    Args:
+        cfg: A composed run config (see ``conf/config.yaml``).
+        parent_run_id: Nest this invocation's run under an existing MLflow run
+            (a sweep's study run).
+        listeners: Extra per-epoch listeners for the iteratively trained models,
+            such as a sweep's pruning reporter.
+
+    Returns:
+        Final metrics by model name.
+
+    Raises:
+        ConfigError: The config is invalid (before anything heavy is imported).
+        NonFiniteLossError: A loss became NaN or infinite; the runs end FAILED.
+    """
+    plain = validate(cfg)
+    dataset = load_dataset(plain["data"])
+    loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
+
+    from src import tracking  # heavy imports only once the config is known good
+
+    tracking_cfg = plain["tracking"]
+    tracking.connect(tracking_cfg["uri"])
+    experiment = tracking.experiment_id(
+        plain["experiment_name"], tracking_cfg["uri"], tracking_cfg["artifact_location"]
+    )
+    seed_everything(plain["seed"])
+    models = build_models(plain, dataset, loss)
+
+    logged_config = _redacted(plain)
+    results: Metrics = {}
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    with tracking.run(
+        f"{plain['experiment_name']}-{stamp}",
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        tags=_provenance_tags(plain, dataset),
+    ) as parent:
+        parent.log_params(tracking.flatten(logged_config))
+        parent.log_params(
+            {"data.n_features": dataset.n_features, **{
+                f"data.n_{split}": len(x) for split, (x, _) in dataset.splits().items()
+            }}
+        )
+        parent.log_text(OmegaConf.to_yaml(OmegaConf.create(logged_config)), "config.yaml")
+        for name, model in models.items():
+            results[name] = _train_and_log(
+                name, model, dataset, experiment, parent.run_id, listeners, tracking_cfg
+            )
+        table = comparison_table(results)
+        parent.log_text(table + "\n", "comparison.txt")
+        parent.log_metrics(
+            {f"{name}.{key}": value for name, metrics in results.items() for key, value in metrics.items()}
+        )
+    return results
+
+
+def _train_and_log(
+    name: str,
+    model: ModelRun,
+    dataset: Dataset,
+    experiment: str,
+    parent_run_id: str,
+    listeners: Sequence[EpochListener],
+    tracking_cfg: Mapping[str, Any],
+) -> dict[str, float]:
+    from src import tracking
+
+    estimator = model.estimator
+    with tracking.run(
+        name,
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        tags={"model": name, "flavor": estimator.flavor, "data": dataset.name},
+    ) as child:
+        child.log_params(model.params)
+        epoch_logger = child.epoch_logger()
+        log.info("%s: training on %d samples ...", name, len(dataset.x_train))
+        started = time.perf_counter()
+        try:
+            estimator.fit(
+                dataset.x_train,
+                dataset.y_train,
+                validation_data=dataset.validation_data,
+                listeners=[epoch_logger, NonFiniteGuard(), *listeners],
+            )
+        finally:
+            epoch_logger.flush()
+        fit_seconds = time.perf_counter() - started
+        metrics = {**evaluate(estimator, dataset), "fit_seconds": fit_seconds}
+        epochs = len(estimator.history.get("loss", ()))
+        child.log_metrics(metrics, step=epochs)
+        if tracking_cfg["log_models"]:
+            child.log_model(estimator, dataset.x_train[:5])
+        log.info("%s: done in %.2f s", name, fit_seconds)
+    return metrics
+
+
+# ------------------------------------------------------------------ the pieces
+def load_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
+    """Builds the dataset from its config node with Hydra's ``instantiate``."""
+    from hydra.utils import instantiate
+
+    return instantiate(data_cfg)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and TensorFlow and makes TensorFlow ops deterministic."""
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def build_models(plain: Mapping[str, Any], dataset: Dataset, loss: str) -> dict[str, ModelRun]:
+    """The Keras MLP and each configured baseline, unfitted, by child-run name."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from src.models.baselines import SklearnBaseline
+
+    def build(path: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
+        if node.get("_target_") is None:
+            return None
+        try:
+            return instantiate(node, _convert_="all", **kwargs)
+        except InstantiationException as exc:
+            cause = exc.__cause__ or exc
+            raise ConfigError(f"cannot build {path} ({node['_target_']}): {cause}") from None
+
+    trainer = plain["trainer"]
+    keras_mlp = build(
+        "model",
+        plain["model"],
+        task=dataset.task,
+        n_classes=dataset.n_classes,
+        optimizer=build("optimizer", plain["optimizer"]),
+        kernel_initializer=build("init", plain["init"]),
+        kernel_regularizer=build("regularizer", plain["regularizer"]),
+        dropout_rate=plain["dropout"]["rate"],
+        loss=loss,
+        epochs=trainer["epochs"],
+        batch_size=trainer.get("batch_size"),
+        shuffle=trainer.get("shuffle", True),
+        verbose=trainer.get("verbose", 0),
+        early_stopping=trainer.get("early_stopping"),
+    )
+    from src import tracking
+
+    keras_sections = ("model", "optimizer", "init", "regularizer", "dropout", "trainer")
+    models = {
+        KERAS_MODEL: ModelRun(
+            keras_mlp,
+            {**tracking.flatten({k: plain[k] for k in keras_sections}), "trainer.loss": loss},
+        )
+    }
+    for name, node in (plain["baselines"] or {}).items():
+        estimator = build(f"baselines.{name}", node)
+        models[name] = ModelRun(SklearnBaseline(estimator, dataset.task), estimator.get_params())
+    return models
+
+
+def evaluate(estimator: Estimator, dataset: Dataset) -> dict[str, float]:
+    """Final metrics on every split, with the same names for every model family."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    metrics: dict[str, float] = {}
+    for split, (x, y) in dataset.splits().items():
+        if dataset.is_classification:
+            metrics[f"{split}_accuracy"] = estimator.score(x, y)
+        else:
+            predicted = estimator.predict(x)
+            metrics[f"{split}_mae"] = float(mean_absolute_error(y, predicted))
+            metrics[f"{split}_mse"] = float(mean_squared_error(y, predicted))
+            metrics[f"{split}_r2"] = float(r2_score(y, predicted))
+        loss = estimator.loss(x, y)
+        if loss is not None:
+            metrics[f"{split}_loss"] = loss
+    metrics.update(estimator.summary_metrics())
+    return metrics
+
+
+def comparison_table(results: Metrics) -> str:
+    """Models side by side: one row each, one column per metric, seconds last."""
+    columns = list(dict.fromkeys(key for metrics in results.values() for key in metrics))
+    columns.sort(key=lambda c: c == "fit_seconds")
+    rows = [{"model": name, **metrics} for name, metrics in results.items()]
+    return format_table(rows, ["model", *columns])
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A plain-text table, numbers to 4 decimals, blanks where a value is missing."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float) and value.is_integer() and abs(value) >= 10:
+            return str(int(value))
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return str(value)
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def _redacted(plain: Mapping[str, Any]) -> dict[str, Any]:
+    from src.tracking import redact
+
+    logged = {**plain, "tracking": dict(plain["tracking"])}
+    logged["tracking"]["uri"] = redact(logged["tracking"]["uri"])
+    return logged
+
+
+def _provenance_tags(plain: Mapping[str, Any], dataset: Dataset) -> dict[str, Any]:
+    tags = {
+        "experiment": plain["experiment_name"],
+        "seed": plain["seed"],
+        "data": dataset.name,
+        "task": dataset.task,
+        "data_fingerprint": dataset.fingerprint,
+    }
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    return tags
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this code runs from, or None outside git."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
