@@ -27,7 +27,7 @@ from src.models.base import EpochListener, Estimator
 log = logging.getLogger("mlplab")
 
 KERAS_MODEL = "keras_mlp"
-Metrics = dict[str, dict[str, float]]
+Metrics = dict[str, dict[str, float]]  # ints too, e.g. n_params
 """Final metrics by model name, e.g. ``{"keras_mlp": {"train_accuracy": 1.0, ...}}``."""
 
 
@@ -188,12 +188,14 @@ def build_models(plain: Mapping[str, Any], dataset: Dataset, loss: str) -> dict[
             raise ConfigError(f"cannot build {path} ({node['_target_']}): {cause}") from None
 
     trainer = plain["trainer"]
+    # Keras rejects an int learning rate, and `optimizer.learning_rate=1` parses as one.
+    optimizer = {**plain["optimizer"], "learning_rate": float(plain["optimizer"]["learning_rate"])}
     keras_mlp = build(
         "model",
         plain["model"],
         task=dataset.task,
         n_classes=dataset.n_classes,
-        optimizer=build("optimizer", plain["optimizer"]),
+        optimizer=build("optimizer", optimizer),
         kernel_initializer=build("init", plain["init"]),
         kernel_regularizer=build("regularizer", plain["regularizer"]),
         dropout_rate=plain["dropout"]["rate"],
@@ -253,8 +255,6 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
     def cell(value: Any) -> str:
         if value is None:
             return "-"
-        if isinstance(value, float) and value.is_integer() and abs(value) >= 10:
-            return str(int(value))
         if isinstance(value, float):
             return f"{value:.4f}"
         return str(value)

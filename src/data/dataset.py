@@ -17,7 +17,8 @@ class Dataset:
     Attributes:
         name: Short name, also used in run names and tags.
         task: ``binary``, ``multiclass`` or ``regression``.
-        x_train, y_train: Training split (features float32, labels int64 or float32).
+        x_train, y_train: Training split (float features; int64 labels, or float
+            targets for regression).
         x_val, y_val: Optional validation split, seen per epoch but not trained on.
         x_test, y_test: Optional held-out test split. Without one, models are
             scored on the training split (as in the XOR and Perceptron exercises).

@@ -41,7 +41,7 @@ def load_iris(
     from sklearn.model_selection import train_test_split
 
     iris = sklearn_iris()
-    x, y = iris.data.astype(np.float32), iris.target.astype(np.int64)
+    x, y = iris.data, iris.target.astype(np.int64)
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_size, stratify=y, random_state=random_state
     )
@@ -78,7 +78,7 @@ def load_iris_setosa_2d(name: str = "iris_setosa_2d", standardize: bool = False)
     from sklearn.datasets import load_iris as sklearn_iris
 
     iris = sklearn_iris()
-    x = iris.data[:, :2].astype(np.float32)
+    x = iris.data[:, :2]
     y = (iris.target == 0).astype(np.int64)
     if standardize:
         x = (x - x.mean(axis=0)) / x.std(axis=0)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from src.errors import ConfigError
 from src.models.base import EpochListener, Estimator
 
 
@@ -33,7 +34,12 @@ class SklearnBaseline(Estimator):
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         listeners: Sequence[EpochListener] = (),
     ) -> SklearnBaseline:
-        self.estimator.fit(x, y)
+        from sklearn.utils._param_validation import InvalidParameterError
+
+        try:
+            self.estimator.fit(x, y)
+        except InvalidParameterError as exc:
+            raise ConfigError(f"bad baseline parameter: {exc}") from None
         curve = getattr(self.estimator, "loss_curve_", None)
         if curve is not None:
             self.history = {"loss": [float(v) for v in curve]}

@@ -186,7 +186,7 @@ class KerasMLP(Estimator):
         return self._fitted()
 
     def summary_metrics(self) -> dict[str, float]:
-        return {"n_params": float(self._fitted().count_params())}
+        return {"n_params": self._fitted().count_params()}
 
 
 def default_output_activation(task: str) -> str:

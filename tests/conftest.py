@@ -1,0 +1,50 @@
+"""Shared fixtures: every test tracks into a throw-away MLflow store, never ``mlruns/``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOISE = ("WARNING: All log messages before absl", "I0000 ", "E0000 ", "W0000 ")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Points MLflow (in this process and in CLI subprocesses) at a temporary store."""
+    store = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture
+def client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+def run_cli(module: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs ``python -m <module> args`` as a user would, from ``cwd``."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    result.stderr_lines = [  # type: ignore[attr-defined]
+        line for line in result.stderr.splitlines() if line.strip() and not line.startswith(NOISE)
+    ]
+    return result

@@ -1,0 +1,186 @@
+"""What MLflow holds after a run, and that no failure leaves a run RUNNING."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow.entities import RunStatus, ViewType
+
+from src import tracking
+from src.config import compose
+from src.errors import NonFiniteLossError
+from src.training import git_commit, run
+from tests.conftest import run_cli
+
+MODELS = ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
+
+
+@pytest.fixture(scope="module")
+def xor_run(tracking_uri):
+    """One full XOR run (models logged), and its runs as MLflow holds them."""
+    results = run(compose(["+experiment=xor", "seed=0"]))
+    client = mlflow.tracking.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("xor")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    children = {r.info.run_name: r for r in runs[:3]}
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    return results, experiment, parent, children
+
+
+def test_one_experiment_one_parent_and_a_child_per_model(xor_run):
+    results, experiment, parent, children = xor_run
+    assert experiment.name == "xor"
+    assert parent.info.run_name.startswith("xor-")
+    assert sorted(children) == sorted(MODELS)
+    for child in children.values():
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED"
+    assert list(results) == MODELS
+
+
+def test_parent_holds_config_tags_and_comparison(xor_run, client):
+    _, _, parent, _ = xor_run
+    params = parent.data.params
+    assert params["optimizer.learning_rate"] == "0.1"
+    assert params["model.hidden_units"] == "[8]"
+    assert params["optimizer._target_"] == "keras.optimizers.Adam"
+    assert params["seed"] == "0"
+    tags = parent.data.tags
+    assert tags["experiment"] == "xor" and tags["seed"] == "0"
+    assert len(tags["data_fingerprint"]) == 16
+    if git_commit():
+        assert tags["git_commit"] == git_commit()
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "comparison.txt"} <= artifacts
+    logged = yaml.safe_load(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/config.yaml"))
+    assert logged["optimizer"]["learning_rate"] == 0.1 and logged["experiment_name"] == "xor"
+    table = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/comparison.txt")
+    assert all(name in table for name in MODELS)
+    assert parent.data.metrics["keras_mlp.train_accuracy"] == 1.0
+
+
+def test_children_share_metric_names(xor_run):
+    results, _, _, children = xor_run
+    for name in MODELS:
+        metrics = children[name].data.metrics
+        assert {"train_accuracy", "fit_seconds"} <= set(metrics)
+        assert metrics["train_accuracy"] == pytest.approx(results[name]["train_accuracy"])
+    assert "train_loss" in children["keras_mlp"].data.metrics
+    assert "train_loss" in children["sklearn_mlp"].data.metrics
+
+
+def test_keras_child_has_per_epoch_history(xor_run, client):
+    _, _, _, children = xor_run
+    run_id = children["keras_mlp"].info.run_id
+    for key in ("loss", "accuracy"):
+        history = client.get_metric_history(run_id, key)
+        assert sorted(m.step for m in history) == list(range(1, 101))
+    losses = [m.value for m in sorted(client.get_metric_history(run_id, "loss"), key=lambda m: m.step)]
+    assert losses[-1] < losses[0]
+
+
+def test_models_are_logged_with_their_flavors(xor_run, client):
+    _, experiment, _, children = xor_run
+    logged = client.search_logged_models([experiment.experiment_id])
+    by_run = {m.source_run_id: m for m in logged}
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+    for name, flavor in (("keras_mlp", "keras"), ("sklearn_perceptron", "sklearn"), ("sklearn_mlp", "sklearn")):
+        model = by_run[children[name].info.run_id]
+        info = mlflow.models.get_model_info(model.model_uri)
+        assert flavor in info.flavors
+        assert info.signature is not None
+        assert info.saved_input_example_info is not None
+    keras_model = mlflow.pyfunc.load_model(by_run[children["keras_mlp"].info.run_id].model_uri)
+    predicted = np.asarray(keras_model.predict(x)).ravel()
+    assert ((predicted >= 0.5).astype(int) == [0, 1, 1, 0]).all()
+
+
+def test_epoch_metrics_are_written_in_batches():
+    class CountingClient:
+        def __init__(self):
+            self.batches = []
+
+        def log_batch(self, run_id, metrics):
+            self.batches.append(list(metrics))
+
+    fake = CountingClient()
+    logger = tracking.EpochMetricLogger(fake, "run", flush_every=100, flush_seconds=3600)
+    for epoch in range(1, 301):
+        logger.on_epoch_end(epoch, {"loss": 1.0 / epoch, "accuracy": 0.5})
+    logger.on_train_end()
+    assert len(fake.batches) == 3
+    assert sum(len(batch) for batch in fake.batches) == 600
+    assert {m.step for m in fake.batches[-1]} == set(range(201, 301))
+
+
+def test_non_finite_loss_fails_the_runs_with_the_reason(client):
+    overrides = ["+experiment=iris", "optimizer=sgd", "optimizer.learning_rate=1e6",
+                 "trainer.epochs=20", "experiment_name=diverging"]
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch \d+"):
+        run(compose(overrides))
+    experiment = client.get_experiment_by_name("diverging")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.info.run_name.split("-")[0] for r in runs} == {"diverging", "keras_mlp"}
+    for r in runs:
+        assert r.info.status == "FAILED"
+        assert "loss became nan at epoch" in r.data.tags[tracking.FAILURE_TAG]
+    keras_child = next(r for r in runs if r.info.run_name == "keras_mlp")
+    epoch = int(keras_child.data.tags[tracking.FAILURE_TAG].split("epoch ")[1].split(";")[0])
+    assert len(client.get_metric_history(keras_child.info.run_id, "loss")) == epoch
+
+
+def test_interrupted_run_ends_killed(client, tracking_uri):
+    tracking.connect(tracking_uri)
+    experiment = tracking.experiment_id("interrupted", tracking_uri)
+    with pytest.raises(KeyboardInterrupt), tracking.run("parent", experiment=experiment) as parent:
+        raise KeyboardInterrupt
+    assert client.get_run(parent.run_id).info.status == "KILLED"
+
+
+def test_redaction_hides_passwords():
+    assert tracking.redact("postgresql://me:s3cret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert tracking.redact("sqlite:///mlruns/mlflow.db") == "sqlite:///mlruns/mlflow.db"
+
+
+def test_cli_runs_the_main_job_and_prints_the_comparison(tmp_path):
+    result = run_cli("src.train", "+experiment=xor", "tracking.log_models=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("model "))
+    assert "train_accuracy" in header and "fit_seconds" in header
+    assert all(any(line.startswith(name) for line in lines) for name in MODELS)
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_multirun_over_seeds(tmp_path, client):
+    result = run_cli(
+        "src.train", "-m", "+experiment=xor", "seed=3,4", "experiment_name=xor_multirun",
+        "trainer.epochs=3", "baselines=none", "tracking.log_models=false", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    experiment = client.get_experiment_by_name("xor_multirun")
+    parents = client.search_runs([experiment.experiment_id], "tags.experiment = 'xor_multirun'")
+    assert sorted(r.data.tags["seed"] for r in parents) == ["3", "4"]
+
+
+def test_cli_non_finite_loss_exits_nonzero_without_traceback(tmp_path):
+    result = run_cli(
+        "src.train", "+experiment=iris", "optimizer=sgd", "optimizer.learning_rate=1e6",
+        "trainer.epochs=20", "experiment_name=diverging_cli", cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr_lines) == 1
+    assert result.stderr_lines[0].startswith("mlplab: error: training stopped: loss became nan at epoch")
+
+
+def test_no_run_is_left_running(client):
+    # Runs last in this module, after every failure above.
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    runs = client.search_runs([e.experiment_id for e in experiments], run_view_type=ViewType.ALL)
+    assert runs
+    running = RunStatus.to_string(RunStatus.RUNNING)
+    assert [r.info.run_name for r in runs if r.info.status == running] == []
