@@ -74,9 +74,9 @@ def connect(uri: str) -> None:
 def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> str:
     """The id of the MLflow experiment ``name``, created on first use.
 
-    A local SQLite store keeps artifacts in an ``artifacts`` folder beside the
-    database file unless ``artifact_location`` says otherwise; a tracking server
-    chooses for itself.
+    A local SQLite store keeps each experiment's artifacts in ``artifacts/<name>``
+    beside the database file unless ``artifact_location`` says otherwise; a
+    tracking server chooses for itself.
     """
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
@@ -84,7 +84,8 @@ def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> 
         return found.experiment_id
     db_path = _sqlite_path(uri)
     if artifact_location is None and db_path is not None:
-        artifact_location = str(db_path.parent / "artifacts")
+        folder = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        artifact_location = str(db_path.parent / "artifacts" / folder)
     if artifact_location is not None and "://" not in artifact_location:
         artifact_location = Path(artifact_location).resolve().as_uri()
     try:
@@ -136,8 +137,12 @@ class TrackedRun:
         if estimator.flavor == "keras":
             import keras
 
-            # MLflow checks the input example by predicting; keep Keras' bar out of the output.
+            # MLflow checks the input example by predicting with `verbose="auto"`: keep
+            # Keras' progress bar (sent to the absl logger when not interactive) quiet.
+            absl_logger = logging.getLogger("absl")
+            level = absl_logger.level
             keras.utils.disable_interactive_logging()
+            absl_logger.setLevel(logging.WARNING)
             try:
                 Model.log(
                     artifact_path=None,
@@ -147,6 +152,7 @@ class TrackedRun:
                     **kwargs,
                 )
             finally:
+                absl_logger.setLevel(level)
                 keras.utils.enable_interactive_logging()
         else:
             mlflow.sklearn.log_model(

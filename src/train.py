@@ -53,14 +53,30 @@ def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
         sys.exit(130)
     print()
     print(comparison_table(results))
-    print(f"\nLogged to MLflow experiment '{cfg.experiment_name}' at {_shown_uri(cfg)}")
+    print()
+    print(_where_logged(cfg))
     return results
 
 
-def _shown_uri(cfg: DictConfig) -> str:
+def _where_logged(cfg: DictConfig) -> str:
+    import mlflow
+
     from src.tracking import redact
 
-    return redact(cfg.tracking.uri)
+    uri = redact(cfg.tracking.uri)
+    parent = mlflow.last_active_run()
+    lines = [
+        f"Logged to MLflow experiment '{cfg.experiment_name}', run {parent.info.run_name} "
+        f"({parent.info.run_id}), in {uri}"
+    ]
+    if uri.startswith("sqlite:"):
+        lines.append(f"Browse it: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+    else:
+        lines.append(
+            f"Browse it: {uri.rstrip('/')}/#/experiments/{parent.info.experiment_id}"
+            f"/runs/{parent.info.run_id}"
+        )
+    return "\n".join(lines)
 
 
 def _fail(exc: MlplabError) -> None:

@@ -159,7 +159,15 @@ class KerasMLP(Estimator):
         return self.model_
 
     def serving_output(self, x: np.ndarray) -> np.ndarray:
-        return self._fitted().predict(x, batch_size=_PREDICT_BATCH, verbose=0)
+        # Direct calls, not `predict`: no tf.function to trace for every new model
+        # and input size, which dominated small-data evaluation.
+        model = self._fitted()
+        return np.concatenate(
+            [
+                keras.ops.convert_to_numpy(model(x[start : start + _PREDICT_BATCH], training=False))
+                for start in range(0, len(x), _PREDICT_BATCH)
+            ]
+        )
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         output = self.serving_output(x)
