@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import mlflow.sklearn
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 FAILURE_TAG = "failure_reason"
 _MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAMS_PER_BATCH = 100
 _connected_uri: str | None = None
 
 
@@ -107,16 +108,20 @@ class TrackedRun:
         self.client = MlflowClient()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        mlflow.log_params({k: _param_value(v) for k, v in params.items()})
+        entries = [Param(k, _param_value(v)) for k, v in params.items()]
+        for start in range(0, len(entries), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=entries[start : start + _MAX_PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        timestamp = int(time.time() * 1000)
+        entries = [Metric(k, float(v), timestamp, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=entries)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        mlflow.log_text(text, artifact_file)
+        self.client.log_text(self.run_id, text, artifact_file)
 
     def epoch_logger(self, flush_every: int = 100, flush_seconds: float = 5.0) -> EpochMetricLogger:
         return EpochMetricLogger(self.client, self.run_id, flush_every, flush_seconds)
@@ -128,6 +133,10 @@ class TrackedRun:
         model's libraries in a subprocess, which costs seconds per model.
         """
         from mlflow.models import Model, infer_signature
+
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != self.run_id:
+            raise RuntimeError("log_model needs its run to be the active MLflow run")
 
         kwargs = {
             "signature": infer_signature(example, estimator.serving_output(example)),
@@ -182,39 +191,45 @@ class _KerasFlavor:
 
 @contextlib.contextmanager
 def run(
-    name: str,
+    name: str | None,
     *,
     experiment: str,
     parent_run_id: str | None = None,
+    run_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
     description: str | None = None,
+    finish_on: tuple[type[BaseException], ...] = (),
 ) -> Iterator[TrackedRun]:
-    """Starts an MLflow run (nested under ``parent_run_id`` if given) that always ends.
+    """Starts (or with ``run_id``, resumes) an MLflow run that always ends.
 
-    The run ends FINISHED when the block completes, KILLED on Ctrl-C, and FAILED on
-    any other exception, with the exception's message in the ``failure_reason`` tag.
+    The run ends FINISHED when the block completes or raises one of ``finish_on``
+    (an expected early stop, such as a pruned trial), KILLED on Ctrl-C, and FAILED
+    on any other exception, with its message in the ``failure_reason`` tag.
     """
     active = mlflow.start_run(
-        experiment_id=experiment,
-        run_name=name,
-        nested=parent_run_id is not None,
+        run_id=run_id,
+        experiment_id=None if run_id else experiment,
+        run_name=None if run_id else name,
+        nested=parent_run_id is not None or mlflow.active_run() is not None,
         parent_run_id=parent_run_id,
         tags={k: str(v) for k, v in (tags or {}).items()},
         description=description,
     )
-    status = RunStatus.to_string(RunStatus.FINISHED)
+    status = RunStatus.FINISHED
     try:
         yield TrackedRun(active.info.run_id)
+    except finish_on:
+        raise
     except KeyboardInterrupt:
-        status = RunStatus.to_string(RunStatus.KILLED)
+        status = RunStatus.KILLED
         raise
     except BaseException as exc:
-        status = RunStatus.to_string(RunStatus.FAILED)
+        status = RunStatus.FAILED
         with contextlib.suppress(Exception):
             mlflow.set_tag(FAILURE_TAG, _first_line(exc) or type(exc).__name__)
         raise
     finally:
-        mlflow.end_run(status=status)
+        mlflow.end_run(status=RunStatus.to_string(status))
 
 
 class EpochMetricLogger(EpochListener):

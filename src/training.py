@@ -11,11 +11,11 @@ import logging
 import math
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,6 +23,9 @@ from src.config import resolve_loss, validate
 from src.data import Dataset
 from src.errors import ConfigError, NonFiniteLossError
 from src.models.base import EpochListener, Estimator
+
+if TYPE_CHECKING:
+    from src.tracking import TrackedRun
 
 log = logging.getLogger("mlplab")
 
@@ -52,7 +55,9 @@ def run(
     cfg: DictConfig | Mapping[str, Any],
     *,
     parent_run_id: str | None = None,
+    into: TrackedRun | None = None,
     listeners: Sequence[EpochListener] = (),
+    only: Collection[str] | None = None,
 ) -> Metrics:
     """Trains every configured model on one dataset and tracks it all in MLflow.
 
@@ -60,8 +65,13 @@ def run(
         cfg: A composed run config (see ``conf/config.yaml``).
         parent_run_id: Nest this invocation's run under an existing MLflow run
             (a sweep's study run).
+        into: An open run to log this invocation into instead of starting one
+            (a sweep trial's run). A single model then logs straight into it;
+            several still get a child run each.
         listeners: Extra per-epoch listeners for the iteratively trained models,
             such as a sweep's pruning reporter.
+        only: Names of the models to train (default: the Keras MLP and every
+            baseline). Without ``keras_mlp``, TensorFlow is not imported.
 
     Returns:
         Final metrics by model name.
@@ -81,31 +91,51 @@ def run(
     experiment = tracking.experiment_id(
         plain["experiment_name"], tracking_cfg["uri"], tracking_cfg["artifact_location"]
     )
-    seed_everything(plain["seed"])
-    models = build_models(plain, dataset, loss)
-
-    logged_config = _redacted(plain)
-    results: Metrics = {}
+    models = build_models(plain, dataset, loss, only=only)
+    if into is not None:
+        return _run_models(into, plain, dataset, models, experiment, listeners)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     with tracking.run(
-        f"{plain['experiment_name']}-{stamp}",
-        experiment=experiment,
-        parent_run_id=parent_run_id,
-        tags=_provenance_tags(plain, dataset),
+        f"{plain['experiment_name']}-{stamp}", experiment=experiment, parent_run_id=parent_run_id
     ) as parent:
-        parent.log_params(tracking.flatten(logged_config))
-        parent.log_params(
-            {"data.n_features": dataset.n_features, **{
-                f"data.n_{split}": len(x) for split, (x, _) in dataset.splits().items()
-            }}
-        )
-        parent.log_text(OmegaConf.to_yaml(OmegaConf.create(logged_config)), "config.yaml")
-        for name, model in models.items():
-            results[name] = _train_and_log(
-                name, model, dataset, experiment, parent.run_id, listeners, tracking_cfg
-            )
-        table = comparison_table(results)
-        parent.log_text(table + "\n", "comparison.txt")
+        return _run_models(parent, plain, dataset, models, experiment, listeners)
+
+
+def _run_models(
+    parent: TrackedRun,
+    plain: Mapping[str, Any],
+    dataset: Dataset,
+    models: Mapping[str, ModelRun],
+    experiment: str,
+    listeners: Sequence[EpochListener],
+) -> Metrics:
+    """Logs the invocation into ``parent`` and trains each model, in a child run
+    unless it is the only one."""
+    from src import tracking
+
+    logged_config = tracking.flatten(_redacted(plain))
+    parent.set_tags(_provenance_tags(plain, dataset))
+    parent.log_params(logged_config)
+    parent.log_params(
+        {"data.n_features": dataset.n_features}
+        | {f"data.n_{split}": len(x) for split, (x, _) in dataset.splits().items()}
+    )
+    parent.log_text(OmegaConf.to_yaml(OmegaConf.create(_redacted(plain))), "config.yaml")
+    results: Metrics = {}
+    for name, model in models.items():
+        if len(models) == 1:
+            params = {k: v for k, v in model.params.items() if k not in logged_config}
+            results[name] = _train_and_log(name, model, dataset, parent, params, listeners, plain)
+            continue
+        with tracking.run(
+            name,
+            experiment=experiment,
+            parent_run_id=parent.run_id,
+            tags={"model": name, "flavor": model.estimator.flavor, "data": dataset.name},
+        ) as child:
+            results[name] = _train_and_log(name, model, dataset, child, model.params, listeners, plain)
+    parent.log_text(comparison_table(results) + "\n", "comparison.txt")
+    if len(models) > 1:
         parent.log_metrics(
             {f"{name}.{key}": value for name, metrics in results.items() for key, value in metrics.items()}
         )
@@ -116,40 +146,33 @@ def _train_and_log(
     name: str,
     model: ModelRun,
     dataset: Dataset,
-    experiment: str,
-    parent_run_id: str,
+    tracked: TrackedRun,
+    params: Mapping[str, Any],
     listeners: Sequence[EpochListener],
-    tracking_cfg: Mapping[str, Any],
+    plain: Mapping[str, Any],
 ) -> dict[str, float]:
-    from src import tracking
-
     estimator = model.estimator
-    with tracking.run(
-        name,
-        experiment=experiment,
-        parent_run_id=parent_run_id,
-        tags={"model": name, "flavor": estimator.flavor, "data": dataset.name},
-    ) as child:
-        child.log_params(model.params)
-        epoch_logger = child.epoch_logger()
-        log.info("%s: training on %d samples ...", name, len(dataset.x_train))
-        started = time.perf_counter()
-        try:
-            estimator.fit(
-                dataset.x_train,
-                dataset.y_train,
-                validation_data=dataset.validation_data,
-                listeners=[epoch_logger, NonFiniteGuard(), *listeners],
-            )
-        finally:
-            epoch_logger.flush()
-        fit_seconds = time.perf_counter() - started
-        metrics = {**evaluate(estimator, dataset), "fit_seconds": fit_seconds}
-        epochs = len(estimator.history.get("loss", ()))
-        child.log_metrics(metrics, step=epochs)
-        if tracking_cfg["log_models"]:
-            child.log_model(estimator, dataset.x_train[:5])
-        log.info("%s: done in %.2f s", name, fit_seconds)
+    tracked.log_params(params)
+    epoch_logger = tracked.epoch_logger()
+    log.info("%s: training on %d samples ...", name, len(dataset.x_train))
+    if estimator.flavor == "keras":
+        seed_everything(plain["seed"])
+    started = time.perf_counter()
+    try:
+        estimator.fit(
+            dataset.x_train,
+            dataset.y_train,
+            validation_data=dataset.validation_data,
+            listeners=[epoch_logger, NonFiniteGuard(), *listeners],
+        )
+    finally:
+        epoch_logger.flush()
+    fit_seconds = time.perf_counter() - started
+    metrics = {**evaluate(estimator, dataset), "fit_seconds": fit_seconds}
+    tracked.log_metrics(metrics, step=len(estimator.history.get("loss", ())))
+    if plain["tracking"]["log_models"]:
+        tracked.log_model(estimator, dataset.x_train[:5])
+    log.info("%s: done in %.2f s", name, fit_seconds)
     return metrics
 
 
@@ -171,12 +194,26 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_models(plain: Mapping[str, Any], dataset: Dataset, loss: str) -> dict[str, ModelRun]:
-    """The Keras MLP and each configured baseline, unfitted, by child-run name."""
+def build_models(
+    plain: Mapping[str, Any],
+    dataset: Dataset,
+    loss: str,
+    only: Collection[str] | None = None,
+) -> dict[str, ModelRun]:
+    """The Keras MLP and each configured baseline, unfitted, by child-run name.
+
+    Raises:
+        ConfigError: a model cannot be built from its config, or ``only`` names
+            a model that is not configured.
+    """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    from src.models.baselines import SklearnBaseline
+    names = [KERAS_MODEL, *(plain["baselines"] or {})]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"no model named {unknown[0]}; configured: {', '.join(names)}")
+    wanted = [n for n in names if only is None or n in only]
 
     def build(path: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
         if node.get("_target_") is None:
@@ -187,36 +224,38 @@ def build_models(plain: Mapping[str, Any], dataset: Dataset, loss: str) -> dict[
             cause = exc.__cause__ or exc
             raise ConfigError(f"cannot build {path} ({node['_target_']}): {cause}") from None
 
-    trainer = plain["trainer"]
-    # Keras rejects an int learning rate, and `optimizer.learning_rate=1` parses as one.
-    optimizer = {**plain["optimizer"], "learning_rate": float(plain["optimizer"]["learning_rate"])}
-    keras_mlp = build(
-        "model",
-        plain["model"],
-        task=dataset.task,
-        n_classes=dataset.n_classes,
-        optimizer=build("optimizer", optimizer),
-        kernel_initializer=build("init", plain["init"]),
-        kernel_regularizer=build("regularizer", plain["regularizer"]),
-        dropout_rate=plain["dropout"]["rate"],
-        loss=loss,
-        epochs=trainer["epochs"],
-        batch_size=trainer.get("batch_size"),
-        shuffle=trainer.get("shuffle", True),
-        verbose=trainer.get("verbose", 0),
-        early_stopping=trainer.get("early_stopping"),
-    )
-    from src import tracking
-
-    keras_sections = ("model", "optimizer", "init", "regularizer", "dropout", "trainer")
-    models = {
-        KERAS_MODEL: ModelRun(
-            keras_mlp,
-            {**tracking.flatten({k: plain[k] for k in keras_sections}), "trainer.loss": loss},
+    models: dict[str, ModelRun] = {}
+    if KERAS_MODEL in wanted:
+        trainer = plain["trainer"]
+        # Keras rejects an int learning rate, and `optimizer.learning_rate=1` parses as one.
+        optimizer = {**plain["optimizer"], "learning_rate": float(plain["optimizer"]["learning_rate"])}
+        keras_mlp = build(
+            "model",
+            plain["model"],
+            task=dataset.task,
+            n_classes=dataset.n_classes,
+            optimizer=build("optimizer", optimizer),
+            kernel_initializer=build("init", plain["init"]),
+            kernel_regularizer=build("regularizer", plain["regularizer"]),
+            dropout_rate=plain["dropout"]["rate"],
+            loss=loss,
+            epochs=trainer["epochs"],
+            batch_size=trainer.get("batch_size"),
+            shuffle=trainer.get("shuffle", True),
+            verbose=trainer.get("verbose", 0),
+            early_stopping=trainer.get("early_stopping"),
         )
-    }
-    for name, node in (plain["baselines"] or {}).items():
-        estimator = build(f"baselines.{name}", node)
+        from src.tracking import flatten
+
+        sections = ("model", "optimizer", "init", "regularizer", "dropout", "trainer")
+        params = {**flatten({k: plain[k] for k in sections}), "loss": loss}
+        models[KERAS_MODEL] = ModelRun(keras_mlp, params)
+    from src.models.baselines import SklearnBaseline
+
+    for name in wanted:
+        if name == KERAS_MODEL:
+            continue
+        estimator = build(f"baselines.{name}", plain["baselines"][name])
         models[name] = ModelRun(SklearnBaseline(estimator, dataset.task), estimator.get_params())
     return models
 
