@@ -22,7 +22,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.errors import ConfigError
+from src.errors import ConfigError, first_line
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_NAME = "config"
@@ -360,7 +360,7 @@ def _resolve(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
-        raise ConfigError(f"cannot resolve config value {key}: {_first_line(exc)}") from None
+        raise ConfigError(f"cannot resolve config value {key}: {first_line(exc)}") from None
 
 
 # ---------------------------------------------------------------------- composing
@@ -371,12 +371,15 @@ class Composer:
     (a sweep composes one per trial).
     """
 
-    def __init__(self, config_dir: Path = CONF_DIR) -> None:
+    def __init__(self, config_dir: Path = CONF_DIR, config_name: str = CONFIG_NAME) -> None:
         self.config_dir = config_dir
+        self.config_name = config_name
         self._context: Any = None
 
     def __enter__(self) -> Composer:
         GlobalHydra.instance().clear()
+        if not (self.config_dir / f"{self.config_name}.yaml").is_file():
+            raise ConfigError(f"no config {self.config_name}.yaml in {self.config_dir}")
         self._context = initialize_config_dir(
             config_dir=str(self.config_dir), version_base="1.3", job_name="mlplab"
         )
@@ -395,7 +398,7 @@ class Composer:
         for override in parse_overrides(overrides):
             self._check_group_choice(override)
         try:
-            return hydra_compose(CONFIG_NAME, overrides=overrides)
+            return hydra_compose(self.config_name, overrides=overrides)
         except (HydraException, OmegaConfBaseException) as exc:
             raise self._explain(exc, overrides) from None
 
@@ -425,7 +428,7 @@ class Composer:
             parent, _, _ = key.rpartition(".")
             groups_only = [o for o in overrides if "." not in o.split("=", 1)[0]]
             try:
-                base = hydra_compose(CONFIG_NAME, overrides=groups_only)
+                base = hydra_compose(self.config_name, overrides=groups_only)
                 node = OmegaConf.select(base, parent) if parent else base
                 known = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else ""
             except (HydraException, OmegaConfBaseException):
@@ -433,14 +436,14 @@ class Composer:
             where = f" in {parent}" if parent else ""
             hint = f"; allowed keys{where}: {known}" if known else ""
             return ConfigError(f"unknown config key {key}{hint}")
-        return ConfigError(_first_line(exc))
+        return ConfigError(first_line(exc))
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[Any]:
     try:
         return OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as exc:
-        raise ConfigError(f"cannot parse the overrides {' '.join(overrides)}: {_first_line(exc)}") from None
+        raise ConfigError(f"cannot parse the overrides {' '.join(overrides)}: {first_line(exc)}") from None
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
@@ -457,8 +460,3 @@ def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
 
     batches = BasicSweeper.split_arguments(parse_overrides(overrides), None)
     return [job for batch in batches for job in batch]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -27,3 +27,9 @@ class NonFiniteLossError(MlplabError):
             f"training stopped: loss became {value} at epoch {epoch}; "
             "try a lower optimizer.learning_rate or another initializer"
         )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

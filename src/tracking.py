@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from src.errors import MlplabError
+from src.errors import MlplabError, first_line
 from src.models.base import EpochListener, Estimator
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def connect(uri: str) -> None:
         MlflowClient().search_experiments(max_results=1)
     except Exception as exc:  # any driver or HTTP error means: not usable
         raise TrackingError(
-            f"cannot open the MLflow tracking store {redact(uri)}: {_first_line(exc)}"
+            f"cannot open the MLflow tracking store {redact(uri)}: {first_line(exc)}"
         ) from None
     _connected_uri = uri
 
@@ -122,6 +122,9 @@ class TrackedRun:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def epoch_logger(self, flush_every: int = 100, flush_seconds: float = 5.0) -> EpochMetricLogger:
         return EpochMetricLogger(self.client, self.run_id, flush_every, flush_seconds)
@@ -222,11 +225,13 @@ def run(
         raise
     except KeyboardInterrupt:
         status = RunStatus.KILLED
+        with contextlib.suppress(Exception):
+            MlflowClient().set_tag(active.info.run_id, FAILURE_TAG, "interrupted (Ctrl-C)")
         raise
     except BaseException as exc:
         status = RunStatus.FAILED
         with contextlib.suppress(Exception):
-            mlflow.set_tag(FAILURE_TAG, _first_line(exc) or type(exc).__name__)
+            MlflowClient().set_tag(active.info.run_id, FAILURE_TAG, first_line(exc))
         raise
     finally:
         mlflow.end_run(status=RunStatus.to_string(status))
@@ -304,8 +309,3 @@ def _pip_requirements(flavor: str) -> list[str]:
 
     packages = {"keras": ("tensorflow", "keras"), "sklearn": ("scikit-learn",)}[flavor]
     return [f"{package}=={version(package)}" for package in packages]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

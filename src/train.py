@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from src.config import Composer, expand_sweep, validate
+from src.config import CONF_DIR, CONFIG_NAME, Composer, expand_sweep, validate
 from src.errors import ConfigError, MlplabError
 
 log = logging.getLogger("mlplab")
@@ -26,15 +27,30 @@ _MULTIRUN_FLAGS = {"-m", "--multirun"}
 def preflight(argv: Sequence[str]) -> None:
     """Composes and validates every job the command line would launch.
 
-    Hydra's own flags other than ``-m`` (``--help``, ``--cfg`` ...) are left to
+    Understands ``-m`` and ``--config-path``/``--config-name`` (as a sweep's best
+    config is run); Hydra's other flags (``--help``, ``--cfg`` ...) are left to
     Hydra, unchecked.
     """
-    if any(arg.startswith("-") and arg not in _MULTIRUN_FLAGS for arg in argv):
-        return
-    overrides = [arg for arg in argv if arg not in _MULTIRUN_FLAGS]
-    multirun = len(overrides) != len(argv)
+    overrides: list[str] = []
+    multirun = False
+    config_dir, config_name = CONF_DIR, CONFIG_NAME
+    args = iter(argv)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if arg in _MULTIRUN_FLAGS:
+            multirun = True
+        elif flag in ("--config-path", "-cp", "--config-name", "-cn"):
+            value = value if eq else next(args, "")
+            if flag in ("--config-path", "-cp"):
+                config_dir = Path(value).resolve()
+            else:
+                config_name = value
+        elif arg.startswith("-"):
+            return
+        else:
+            overrides.append(arg)
     jobs = expand_sweep(overrides) if multirun else [overrides]
-    with Composer() as composer:
+    with Composer(config_dir, config_name) as composer:
         for job in jobs:
             validate(composer.compose(job))
 

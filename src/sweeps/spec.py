@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from src.config import Composer, validate
-from src.errors import ConfigError
+from src.errors import ConfigError, first_line
 
 DIRECTIONS = ("maximize", "minimize")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid", "nsgaii")
@@ -113,12 +113,16 @@ def load_spec(path: str | Path, extra_overrides: Sequence[str] = (), **changes: 
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"sweep file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"sweep file {path} is not valid YAML: {first_line(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"sweep file {path} must be a mapping of keys to values")
     raw.update({k: v for k, v in changes.items() if v is not None})
     spec = _parse(path, raw, tuple(extra_overrides))
     _check_against_config(spec)
+    from src.sweeps.study import make_pruner, make_sampler
+
+    make_sampler(spec)  # unknown sampler or pruner settings fail here, not in a worker
+    make_pruner(spec, epochs=1)
     return spec
 
 
@@ -228,7 +232,8 @@ def _param(where: str, key: str, raw: Any) -> Param:
         choices = raw.get("choices")
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{where}: params.{key}: choices must be a non-empty list")
-        return Param(key, kind, choices=tuple(choices))
+        # Optuna's choices are scalars: a list (hidden_units) travels as its Hydra text.
+        return Param(key, kind, choices=tuple(_scalar(c) for c in choices))
     low, high = raw.get("low"), raw.get("high")
     number = int if kind == "int" else (int, float)
     for name, value in (("low", low), ("high", high)):
@@ -245,6 +250,14 @@ def _param(where: str, key: str, raw: Any) -> Param:
     if step is not None and log:
         raise ConfigError(f"{where}: params.{key}: step and log cannot be combined")
     return Param(key, kind, low=low, high=high, log=log, step=step)
+
+
+def _scalar(choice: Any) -> Any:
+    if isinstance(choice, (list, tuple)):
+        return "[" + ",".join(str(_scalar(c)) for c in choice) + "]"
+    if isinstance(choice, dict):
+        raise ConfigError(f"a categorical choice cannot be a mapping: {choice!r}")
+    return choice
 
 
 def _check_against_config(spec: SweepSpec) -> None:

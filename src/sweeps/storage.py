@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
-from src.errors import MlplabError
+from src.errors import MlplabError, first_line
 from src.tracking import redact
 
 LOCAL_DIR = Path("mlruns") / "optuna"
@@ -87,7 +87,7 @@ def open_storage(
     A trial found stale is passed to ``on_stale`` (to close its MLflow run), then
     retried.
     """
-    retry = RetryFailedTrialCallback(max_retry=3)
+    retry = retry_callback()
 
     def stale(study: optuna.Study, trial: FrozenTrial) -> None:
         if on_stale is not None:
@@ -108,14 +108,20 @@ def open_storage(
             engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
         )
     except Exception as exc:  # driver errors vary: name the URL, hide the password
-        raise StorageError(f"cannot open study storage {redact(url)}: {_first_line(exc)}") from None
+        raise StorageError(f"cannot open study storage {redact(url)}: {first_line(exc)}") from None
+
+
+def retry_callback() -> StaleCallback:
+    """Optuna's callback that queues a failed trial again with the same params."""
+    import warnings
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=3)
 
 
 def describe(url: str | None, study_name: str) -> str:
     """The storage as shown to users (password redacted)."""
     return redact(url) if url and "://" in url else str(Path(url) if url else LOCAL_DIR / f"{study_name}.journal")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,249 @@
+"""Run (or resume) an Optuna sweep defined in ``sweeps/``.
+
+    python -m src.sweep sweeps/xor_lr_activation.yaml [n_trials=N] [workers=W]
+        [storage=URL] [study_name=S] [timeout=SECONDS] [verbose=true] [key=value ...]
+
+Running the same command again resumes the study: finished trials are kept and
+``n_trials`` is the total the study should reach. Any other ``key=value`` is a
+config override applied to every trial. Every trial goes through
+``src.training.run``, the same function as ``python -m src.train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from src.errors import ConfigError, MlplabError, first_line
+
+log = logging.getLogger("mlplab")
+
+RUN_ATTR = "mlflow_run_id"
+BASELINES_ATTR = "baselines_run_id"
+
+
+@dataclass
+class SweepOptions:
+    spec_path: str
+    n_trials: int | None = None
+    workers: int = 1
+    storage: str | None = None
+    study_name: str | None = None
+    timeout: float | None = None
+    verbose: bool = False
+    overrides: list[str] = field(default_factory=list)
+
+
+_OPTION_TYPES: dict[str, Any] = {
+    "n_trials": int, "workers": int, "storage": str, "study_name": str, "timeout": float, "verbose": bool,
+}
+
+
+def parse_args(argv: Sequence[str]) -> SweepOptions:
+    if not argv or argv[0].startswith("-") or "=" in argv[0]:
+        raise ConfigError("usage: python -m src.sweep sweeps/<name>.yaml [n_trials=N] [workers=W] "
+                          "[storage=URL] [study_name=S] [timeout=SECONDS] [key=value ...]")
+    options = SweepOptions(spec_path=argv[0])
+    for arg in argv[1:]:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ConfigError(f"bad argument {arg!r}: expected key=value")
+        kind = _OPTION_TYPES.get(key)
+        if kind is None:
+            options.overrides.append(arg)
+            continue
+        setattr(options, key, _convert(key, value, kind))
+    if options.workers < 1:
+        raise ConfigError(f"bad value workers={options.workers}: expected an integer >= 1")
+    if options.n_trials is not None and options.n_trials < 1:
+        raise ConfigError(f"bad value n_trials={options.n_trials}: expected an integer >= 1")
+    if options.timeout is not None and options.timeout <= 0:
+        raise ConfigError(f"bad value timeout={options.timeout:g}: expected seconds > 0")
+    return options
+
+
+def _convert(key: str, value: str, kind: Any) -> Any:
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise ConfigError(f"bad value {key}={value!r}: expected true or false")
+        return value.lower() == "true"
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"bad value {key}={value!r}: expected {'an integer' if kind is int else 'a number'}") from None
+
+
+def sweep(options: SweepOptions) -> Any:
+    """Runs the sweep to its end and returns its summary."""
+    from src.config import compose, validate
+    from src.sweeps.spec import load_spec
+
+    spec = load_spec(
+        options.spec_path,
+        options.overrides,
+        n_trials=options.n_trials,
+        timeout=options.timeout,
+        study_name=options.study_name,
+    )
+    plain = validate(compose(spec.base_overrides()))
+
+    import optuna
+
+    from src import tracking
+    from src.sweeps.storage import describe, open_storage
+    from src.sweeps.study import counted_trials, make_pruner, make_sampler
+    from src.sweeps.summary import OUTPUT_DIR, log_to_run, summarize, top_trials_table, train_command, write_best_config
+    from src.sweeps.trial import on_stale_trial
+    from src.sweeps.workers import WorkerJob, recover_orphans, run_workers
+    from src.training import comparison_table, run
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    epochs = plain["trainer"]["epochs"]
+    uri = plain["tracking"]["uri"]
+    storage = open_storage(
+        options.storage,
+        spec.study_name,
+        heartbeat_interval=spec.heartbeat_interval,
+        heartbeat_grace=spec.heartbeat_grace,
+        on_stale=on_stale_trial,
+    )
+    try:
+        study = optuna.create_study(
+            study_name=spec.study_name,
+            storage=storage,
+            directions=spec.directions,
+            sampler=make_sampler(spec),
+            pruner=make_pruner(spec, epochs),
+            load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"study {spec.study_name}: {first_line(exc)}") from None
+    if [d.name.lower() for d in study.directions] != spec.directions:
+        raise ConfigError(
+            f"study {spec.study_name} in {describe(options.storage, spec.study_name)} optimizes "
+            f"{[d.name.lower() for d in study.directions]}, not {spec.directions}; use another study_name"
+        )
+    tracking.connect(uri)
+    experiment = tracking.experiment_id(plain["experiment_name"], uri, plain["tracking"]["artifact_location"])
+    recovered = recover_orphans(study)
+
+    done = len(counted_trials(study))
+    target = f"{spec.n_trials} trials" if spec.n_trials else "no trial limit"
+    timeout = f", for at most {spec.timeout:g} s" if spec.timeout else ""
+    print(f"Sweep {spec.study_name}: {target}{timeout} on {options.workers} worker(s)")
+    print(f"  study:  {describe(options.storage, spec.study_name)}" + (f" (resuming: {done} done)" if done else ""))
+    print(f"  MLflow: experiment '{plain['experiment_name']}' at {tracking.redact(uri)}")
+    if recovered:
+        print(f"  trial {', '.join(map(str, recovered))} of a dead worker marked failed and queued again")
+
+    run_id = study.user_attrs.get(RUN_ATTR)
+    with tracking.run(
+        f"sweep-{spec.study_name}",
+        experiment=experiment,
+        run_id=run_id,
+        tags={"optuna.study": spec.study_name, "sweep": spec.path.name, "kind": "sweep"},
+    ) as parent:
+        if run_id is None:
+            study.set_user_attr(RUN_ATTR, parent.run_id)
+            parent.log_params(
+                {"sweep.file": spec.path.name, "sweep.experiment": spec.experiment,
+                 "sweep.objectives": ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives),
+                 "sweep.sampler": spec.sampler["name"], "sweep.pruner": spec.pruner["name"],
+                 "sweep.overrides": " ".join([*spec.overrides, *spec.extra_overrides]),
+                 **{f"space.{p.key}": _describe_param(p) for p in spec.params}}
+            )
+            parent.log_artifact(spec.path)
+        if plain["baselines"] and BASELINES_ATTR not in study.user_attrs:
+            print("Training the baselines once for the whole sweep ...")
+            results = run(compose(spec.base_overrides()), parent_run_id=parent.run_id, only=list(plain["baselines"]))
+            print(comparison_table(results))
+            study.set_user_attr(BASELINES_ATTR, "done")
+
+        progress = _Progress(study, spec)
+        threads = max(1, (os.cpu_count() or 1) // options.workers)
+        deadline = time.time() + spec.timeout if spec.timeout else None
+        log_dir = None if options.verbose else OUTPUT_DIR / spec.study_name
+        jobs = [
+            WorkerJob(spec, options.storage, uri, parent.run_id, epochs, index, threads, deadline,
+                      None if log_dir is None else log_dir / f"worker-{index}.log")
+            for index in range(options.workers)
+        ]
+        run_workers(jobs, study, progress.update)
+
+        summary = summarize(study, spec, epochs)
+        if summary.best:
+            pick = min(summary.best, key=lambda t: (-t.values[0] if spec.directions[0] == "maximize" else t.values[0]))
+            summary.best_config = write_best_config(pick, spec, OUTPUT_DIR / spec.study_name)
+        log_to_run(parent, study, spec, summary)
+
+    print()
+    print(f"Done: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed")
+    if summary.epochs_saved_share is not None and spec.pruner["name"] != "none":
+        print(f"Pruning saved {summary.epochs_saved_share:.0%} of the epochs")
+    if summary.best:
+        title = "Pareto front" if spec.multi_objective else "Top trials"
+        print(f"\n{title}:\n{top_trials_table(study, spec)}")
+        print(f"\nBest config: {summary.best_config}")
+        print(f"Run it:      {train_command(summary.best_config)}")
+    else:
+        print("No trial completed; see the failed trials' reasons above.")
+    print(f"MLflow run:  sweep-{spec.study_name} ({parent.run_id})")
+    return summary
+
+
+def _describe_param(param: Any) -> str:
+    if param.type == "categorical":
+        return "choice of " + ", ".join(map(str, param.choices))
+    scale = " log" if param.log else ""
+    return f"{param.type} {param.low}..{param.high}{scale}"
+
+
+class _Progress:
+    """Prints one line per finished trial: k/N, its value, the best so far, counts."""
+
+    def __init__(self, study: Any, spec: Any) -> None:
+        from optuna.trial import TrialState
+
+        self.study = study
+        self.spec = spec
+        self.finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        self.seen = {t.number for t in study.get_trials(deepcopy=False, states=self.finished)}
+
+    def update(self) -> None:
+        from src.sweeps.study import counted_trials
+        from src.sweeps.summary import counts_line, trial_line
+
+        new = [t for t in self.study.get_trials(deepcopy=False, states=self.finished) if t.number not in self.seen]
+        if not new:
+            return
+        counted = {t.number for t in counted_trials(self.study)}
+        position = len(counted) - sum(t.number in counted for t in new)
+        for trial in sorted(new, key=lambda t: t.datetime_complete or t.datetime_start):
+            self.seen.add(trial.number)
+            position += trial.number in counted
+            print(trial_line(trial, position, self.spec.n_trials, [counts_line(self.study, self.spec)]), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        sweep(parse_args(argv))
+    except MlplabError as exc:
+        print(f"mlplab: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        command = shlex.join(["python", "-m", "src.sweep", *argv])
+        print(f"\nInterrupted: finished trials are kept; running trials were marked failed.\nResume with: {command}",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

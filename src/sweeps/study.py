@@ -1,0 +1,107 @@
+"""Optuna's samplers, pruners and the study, built from a sweep definition."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from src.errors import ConfigError, first_line
+from src.sweeps.spec import Param, SweepSpec
+
+FAILED_FOR_GOOD = "failed_for_good"
+"""User attr of a trial that failed on its own config (NaN loss, bad combination).
+
+Such a trial counts toward ``n_trials``; a trial failed because its worker died or
+was interrupted does not, and is run again."""
+
+
+def make_sampler(spec: SweepSpec, worker: int = 0, trials_before: int = 0) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler, seeded per worker and per resume.
+
+    Each worker, and each resumed run of the sweep (``trials_before`` trials
+    already in the study), derives its own seed from the sweep's: reusing one
+    seed would propose the same params again.
+    """
+    settings = dict(spec.sampler)
+    name = settings.pop("name")
+    seed = settings.pop("seed", None)
+    if seed is not None and (worker or trials_before):
+        seed = zlib.crc32(f"{seed}:{worker}:{trials_before}".encode()) & 0x7FFFFFFF
+    samplers = optuna.samplers
+    try:
+        if name == "grid":
+            return samplers.GridSampler(grid_space(spec.params), seed=seed, **settings)
+        factory = {
+            "tpe": samplers.TPESampler,
+            "random": samplers.RandomSampler,
+            "cmaes": samplers.CmaEsSampler,
+            "qmc": samplers.QMCSampler,
+            "nsgaii": samplers.NSGAIISampler,
+        }[name]
+        return factory(seed=seed, **settings)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise ConfigError(f"sweep {spec.path.name}: sampler {name}: {first_line(exc)}") from None
+
+
+def make_pruner(spec: SweepSpec, epochs: int) -> optuna.pruners.BasePruner:
+    """The sweep's pruner; Hyperband's ``max_resource`` defaults to the epochs."""
+    settings = dict(spec.pruner)
+    name = settings.pop("name")
+    pruners = optuna.pruners
+    try:
+        if name == "none":
+            return pruners.NopPruner(**settings)
+        if name == "hyperband":
+            settings.setdefault("max_resource", epochs)
+            return pruners.HyperbandPruner(**settings)
+        factory = {"median": pruners.MedianPruner, "successive_halving": pruners.SuccessiveHalvingPruner}[name]
+        return factory(**settings)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"sweep {spec.path.name}: pruner {name}: {first_line(exc)}") from None
+
+
+def grid_space(params: tuple[Param, ...]) -> dict[str, list[Any]]:
+    space = {}
+    for param in params:
+        if param.type == "categorical":
+            space[param.key] = list(param.choices)
+        else:  # int: every step of the range
+            step = int(param.step or 1)
+            space[param.key] = list(range(int(param.low), int(param.high) + 1, step))
+    return space
+
+
+def suggest(trial: optuna.Trial, param: Param) -> Any:
+    if param.type == "categorical":
+        return trial.suggest_categorical(param.key, list(param.choices))
+    if param.type == "int":
+        return trial.suggest_int(param.key, int(param.low), int(param.high), step=int(param.step or 1), log=param.log)
+    return trial.suggest_float(param.key, param.low, param.high, step=param.step, log=param.log)
+
+
+def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that count toward ``n_trials``: complete, pruned, or failed for good."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and t.user_attrs.get(FAILED_FOR_GOOD))
+    ]
+
+
+class StopWhenDone:
+    """Stops ``study.optimize`` once the study holds ``n_trials`` counted trials,
+    whichever worker finished them."""
+
+    def __init__(self, n_trials: int | None) -> None:
+        self.n_trials = n_trials
+
+    def done(self, study: optuna.Study) -> bool:
+        return self.n_trials is not None and len(counted_trials(study)) >= self.n_trials
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.done(study):
+            study.stop()

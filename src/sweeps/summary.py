@@ -1,0 +1,217 @@
+"""What a sweep leaves behind: counts, the best trials, the best config as a file
+``src.train`` runs as it is, and Optuna's plots, on the sweep's MLflow run."""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from src.config import CONF_DIR, Composer
+from src.errors import first_line
+from src.sweeps.spec import SweepSpec
+from src.sweeps.trial import EPOCHS_ATTR
+from src.training import format_table
+
+log = logging.getLogger("mlplab")
+
+OUTPUT_DIR = Path("mlruns") / "sweeps"
+
+
+@dataclass
+class SweepSummary:
+    complete: int
+    pruned: int
+    failed: int
+    best: list[FrozenTrial]  # the best trial, or the Pareto front
+    epochs_saved_share: float | None
+    best_config: Path | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"n_complete": self.complete, "n_pruned": self.pruned, "n_failed": self.failed}
+
+
+def summarize(study: optuna.Study, spec: SweepSpec, epochs: int) -> SweepSummary:
+    trials = study.get_trials(deepcopy=False)
+    by_state = {s: [t for t in trials if t.state == s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    complete = by_state[TrialState.COMPLETE]
+    if not complete:
+        best = []
+    elif spec.multi_objective:
+        best = sorted(study.best_trials, key=lambda t: t.number)
+    else:
+        best = [study.best_trial]
+    ran = [t for t in complete + by_state[TrialState.PRUNED] if EPOCHS_ATTR in t.user_attrs]
+    saved = None
+    if ran:
+        saved = 1 - sum(t.user_attrs[EPOCHS_ATTR] for t in ran) / (epochs * len(ran))
+    return SweepSummary(
+        complete=len(complete),
+        pruned=len(by_state[TrialState.PRUNED]),
+        failed=len(by_state[TrialState.FAIL]),
+        best=best,
+        epochs_saved_share=saved,
+    )
+
+
+def top_trials_table(study: optuna.Study, spec: SweepSpec, limit: int = 5) -> str:
+    """The best complete trials (or the Pareto front), with their params."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if spec.multi_objective:
+        shown = sorted(study.best_trials, key=lambda t: t.values[0], reverse=spec.directions[0] == "maximize")
+    else:
+        shown = sorted(complete, key=lambda t: t.value, reverse=spec.directions[0] == "maximize")[:limit]
+    objectives = [o.metric for o in spec.objectives]
+    extra = [
+        m for m in ("train_accuracy", "test_accuracy", "test_mae")
+        if m not in objectives and any(m in t.user_attrs.get("metrics", {}) for t in shown)
+    ]
+    rows = [
+        {
+            "trial": t.number,
+            **dict(zip(objectives, t.values)),
+            **{m: t.user_attrs.get("metrics", {}).get(m) for m in extra},
+            **{k: _short(v) for k, v in t.params.items()},
+        }
+        for t in shown
+    ]
+    return format_table(rows, ["trial", *objectives, *extra, *(p.key for p in spec.params)])
+
+
+def write_best_config(study_best: FrozenTrial, spec: SweepSpec, directory: Path) -> Path:
+    """Writes the best trial's full config where ``src.train`` can run it as it is."""
+    with Composer() as composer:
+        cfg = composer.compose(spec.trial_overrides(study_best.params))
+    hydra_settings = OmegaConf.load(CONF_DIR / "config.yaml").hydra
+    text = OmegaConf.to_yaml(cfg) + OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_settings}))
+    value = ", ".join(f"{o.metric}={v:.6g}" for o, v in zip(spec.objectives, study_best.values))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "best_config.yaml"
+    path.write_text(
+        f"# Best trial #{study_best.number} of sweep {spec.study_name}: {value}\n"
+        f"# Run it: {train_command(path)}\n" + text
+    )
+    return path
+
+
+def train_command(path: Path) -> str:
+    path = path.resolve()
+    return f"python -m src.train --config-path {path.parent} --config-name {path.stem}"
+
+
+def save_plots(study: optuna.Study, spec: SweepSpec, directory: Path) -> list[Path]:
+    """Optuna's plots as PNG files; a plot that cannot be drawn is skipped with a warning."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    target = None
+    target_name = spec.objectives[0].metric
+    if spec.multi_objective:
+        target = lambda t: t.values[0]  # noqa: E731
+    plots: dict[str, Any] = {
+        "optimization_history": lambda: optuna_plots.plot_optimization_history(study, target=target, target_name=target_name),
+        "param_importances": lambda: optuna_plots.plot_param_importances(study, target=target, target_name=target_name),
+        "parallel_coordinate": lambda: optuna_plots.plot_parallel_coordinate(study, target=target, target_name=target_name),
+        "slice": lambda: optuna_plots.plot_slice(study, target=target, target_name=target_name),
+    }
+    if spec.multi_objective:
+        names = [o.metric for o in spec.objectives]
+        plots["pareto_front"] = lambda: optuna_plots.plot_pareto_front(study, target_names=names)
+    directory.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for name, draw in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                figure = _figure(draw())
+                figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))
+                figure.tight_layout()
+            path = directory / f"{name}.png"
+            figure.savefig(path, dpi=100)
+            plt.close(figure)
+            saved.append(path)
+        except Exception as exc:  # a plot is never worth failing the sweep
+            log.warning("plot %s skipped: %s", name, first_line(exc))
+    return saved
+
+
+def _figure(axes: Any) -> Any:
+    import numpy as np
+
+    return np.atleast_1d(axes).flat[0].figure
+
+
+def log_to_run(tracked: Any, study: optuna.Study, spec: SweepSpec, summary: SweepSummary) -> None:
+    """Best values and params, counts, best config, trials table and plots on the sweep run."""
+    metrics: dict[str, float] = {**summary.counts}
+    tags: dict[str, Any] = {}
+    if summary.best and not spec.multi_objective:
+        best = summary.best[0]
+        metrics["best_value"] = best.value
+        tags["best_trial"] = best.number
+        tags.update({f"best.{k}": v for k, v in best.params.items()})
+    elif summary.best:
+        metrics["pareto_front_size"] = len(summary.best)
+    if summary.epochs_saved_share is not None:
+        metrics["epochs_saved_share"] = summary.epochs_saved_share
+    tracked.log_metrics({k: v for k, v in metrics.items() if v is not None and math.isfinite(v)})
+    tracked.set_tags(tags)
+    tracked.log_text(top_trials_table(study, spec) + "\n", "top_trials.txt")
+    with tempfile.TemporaryDirectory() as tmp:
+        frame = study.trials_dataframe()
+        csv_path = Path(tmp) / "trials.csv"
+        frame.to_csv(csv_path, index=False)
+        artifacts = [csv_path, *save_plots(study, spec, Path(tmp) / "plots")]
+        if summary.best_config is not None:
+            artifacts.append(summary.best_config)
+        for path in artifacts:
+            tracked.log_artifact(path, "plots" if path.parent.name == "plots" else None)
+
+
+def _short(value: Any) -> Any:
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
+def counts_line(study: optuna.Study, spec: SweepSpec) -> str:
+    trials = study.get_trials(deepcopy=False)
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        best = "none yet"
+    elif spec.multi_objective:
+        best = f"Pareto front of {len(study.best_trials)}"
+    else:
+        best = f"{study.best_value:.6g} (#{study.best_trial.number})"
+    return f"best {best}, pruned {pruned}, failed {failed}"
+
+
+def format_values(trial: FrozenTrial) -> str:
+    if trial.values is None:
+        return ""
+    return ", ".join(f"{v:.6g}" for v in trial.values)
+
+
+def trial_line(trial: FrozenTrial, counted: int, total: int | None, suffix: Sequence[str]) -> str:
+    value = format_values(trial)
+    detail = f" {value}" if value else ""
+    reason = trial.user_attrs.get("fail_reason")
+    if trial.state == TrialState.FAIL and reason:
+        detail += f" ({reason})"
+    if trial.state == TrialState.PRUNED and EPOCHS_ATTR in trial.user_attrs:
+        detail += f" at epoch {trial.user_attrs[EPOCHS_ATTR]}"
+    of = f"/{total}" if total else ""
+    return f"trial {counted}{of}  #{trial.number} {trial.state.name}{detail}  | " + " | ".join(suffix)

@@ -1,0 +1,138 @@
+"""One Optuna trial: sample, compose, train through ``src.training.run``, report."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from src import tracking
+from src.config import Composer, validate
+from src.errors import MlplabError, first_line
+from src.models.base import EpochListener
+from src.sweeps.spec import SweepSpec
+from src.sweeps.study import FAILED_FOR_GOOD, suggest
+from src.training import KERAS_MODEL, run
+
+# Trials train the Keras model only (baselines are trained once per sweep) and log
+# no model files; the best config, re-run through src.train, logs both.
+TRIAL_OVERRIDES = ("baselines=none", "tracking.log_models=false")
+RUN_ID_ATTR = "mlflow_run_id"
+WORKER_ATTR = "worker"
+EPOCHS_ATTR = "epochs_trained"
+STATE_TAG = "optuna.state"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class PruningReporter(EpochListener):
+    """Reports a per-epoch metric to the trial and stops it when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, metric: str | None, prune: bool) -> None:
+        self.trial = trial
+        self.metric = metric
+        self.prune = prune
+        self.epoch = 0
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float]) -> None:
+        self.epoch = epoch
+        if not self.prune or self.metric is None:
+            return
+        if self.metric not in logs:
+            raise MlplabError(
+                f"the pruner watches {self.metric!r}, which training does not report "
+                f"(it reports {', '.join(sorted(logs))})"
+            )
+        self.trial.report(logs[self.metric], epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+
+class TrialObjective:
+    """The objective a worker optimizes: one MLflow child run per trial under the
+    sweep's run, holding the sampled params, the full config and per-epoch metrics."""
+
+    def __init__(self, spec: SweepSpec, sweep_run_id: str, composer: Composer) -> None:
+        self.spec = spec
+        self.sweep_run_id = sweep_run_id
+        self.composer = composer
+        self.prune = spec.pruner["name"] != "none"
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        values = {param.key: suggest(trial, param) for param in self.spec.params}
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+        try:
+            cfg = self.composer.compose([*self.spec.trial_overrides(values), *TRIAL_OVERRIDES])
+            plain = validate(cfg)
+        except MlplabError as exc:
+            _failed_for_good(trial, exc)
+            raise
+        uri = plain["tracking"]["uri"]
+        tracking.connect(uri)
+        experiment = tracking.experiment_id(
+            plain["experiment_name"], uri, plain["tracking"]["artifact_location"]
+        )
+        tags = {"optuna.study": self.spec.study_name, "optuna.trial": trial.number, STATE_TAG: "RUNNING"}
+        reporter = PruningReporter(trial, self.spec.objectives[0].report, self.prune)
+        with tracking.run(
+            f"trial-{trial.number}",
+            experiment=experiment,
+            parent_run_id=self.sweep_run_id,
+            tags=tags,
+            finish_on=(optuna.TrialPruned,),
+        ) as tracked:
+            trial.set_user_attr(RUN_ID_ATTR, tracked.run_id)
+            tracked.log_params({f"sampled.{k}": v for k, v in values.items()})
+            try:
+                metrics = run(cfg, into=tracked, listeners=[reporter])[KERAS_MODEL]
+            except optuna.TrialPruned:
+                trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
+                tracked.set_tags({STATE_TAG: "PRUNED", "pruned_at_epoch": reporter.epoch})
+                raise
+            except MlplabError as exc:
+                trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
+                _failed_for_good(trial, exc)
+                tracked.set_tags({STATE_TAG: "FAIL"})
+                raise
+            except BaseException as exc:
+                reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+                trial.set_user_attr("fail_reason", reason)
+                tracked.set_tags({STATE_TAG: "FAIL"})
+                raise
+            trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
+            trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
+            objective = [float(metrics[o.metric]) for o in self.spec.objectives]
+            tracked.set_tags({STATE_TAG: "COMPLETE"})
+            tracked.log_metrics({f"objective.{o.metric}": v for o, v in zip(self.spec.objectives, objective)})
+        return objective if self.spec.multi_objective else objective[0]
+
+
+def _failed_for_good(trial: optuna.Trial, exc: BaseException) -> None:
+    trial.set_user_attr("fail_reason", first_line(exc))
+    trial.set_user_attr(FAILED_FOR_GOOD, True)
+
+
+def close_trial_run(trial: FrozenTrial, reason: str, status: str = "FAILED") -> None:
+    """Ends the MLflow run of a trial whose worker can no longer end it."""
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if not run_id:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    if client.get_run(run_id).info.status != "RUNNING":
+        return
+    client.set_tag(run_id, STATE_TAG, "FAIL")
+    client.set_tag(run_id, tracking.FAILURE_TAG, reason)
+    client.set_terminated(run_id, status)
+
+
+def on_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Heartbeat callback: the trial's worker stopped beating; close its run."""
+    close_trial_run(trial, f"worker {trial.user_attrs.get(WORKER_ATTR, '?')} stopped (no heartbeat); trial retried")
+

@@ -1,0 +1,314 @@
+"""Optuna sweeps: bad files, a sweep end to end, parallel workers, resume after
+SIGKILL, Ctrl-C, pruning, heartbeats, a Pareto front, and the best config re-run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.entities import ViewType
+from optuna.trial import TrialState
+
+from src.errors import ConfigError
+from src.sweeps.spec import load_spec
+from src.sweeps.storage import HEARTBEAT_ATTR, open_storage
+from src.sweeps.study import counted_trials
+from tests.conftest import ROOT, run_cli
+
+SWEEPS = ROOT / "sweeps"
+
+
+def load_study(cwd: Path, name: str) -> optuna.Study:
+    """The study a sweep run from ``cwd`` keeps in its default journal."""
+    path = cwd / "mlruns" / "optuna" / f"{name}.journal"
+    if not path.exists():
+        raise FileNotFoundError(path)
+    storage = open_storage(str(path), name, heartbeat_interval=10, heartbeat_grace=30)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def runs_of(client, experiment_name: str):
+    experiment = client.get_experiment_by_name(experiment_name)
+    return client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+
+
+# ------------------------------------------------------------------ bad files
+def write_sweep(tmp_path: Path, **changes) -> Path:
+    spec = yaml.safe_load((SWEEPS / "xor_lr_activation.yaml").read_text())
+    for key, value in changes.items():
+        if value is None:
+            spec.pop(key, None)
+        else:
+            spec[key] = value
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+LR = {"type": "float", "low": 0.001, "high": 1.0, "log": True}
+BAD_FILES = [
+    ({"params": {"optimizer.learning_rat": LR}}, "params.optimizer.learning_rat is not a config key"),
+    ({"params": {"optimizer.learning_rate": {**LR, "low": 1.0, "high": 0.1}}}, "low=1.0 is greater than high=0.1"),
+    ({"params": {"optimizer.learning_rate": {**LR, "low": 0.0}}}, "log range needs low > 0"),
+    ({"params": {"dropout.rate": {"type": "float", "low": 0.0, "high": 1.0}}}, "dropout.rate=1.0"),
+    ({"params": {"optimizer": {"type": "categorical", "choices": ["adam", "adamm"]}}}, "optimizer='adamm'"),
+    ({"params": {"model.activation": {"type": "categorical", "choices": []}}}, "non-empty list"),
+    ({"params": {"model.activation": {"type": "choice", "choices": ["relu"]}}}, "float, int or categorical"),
+    ({"sampler": {"name": "bogus"}}, "unknown sampler 'bogus'"),
+    ({"sampler": {"name": "tpe", "n_startup": 3}}, "sampler tpe"),
+    ({"pruner": {"name": "bogus"}}, "unknown pruner 'bogus'"),
+    ({"pruner": {"name": "median", "warmup": 3}}, "pruner median"),
+    ({"objective": {"metric": "train_loss", "direction": "down"}}, "bad direction 'down'"),
+    ({"objective": {"metric": "train_los", "direction": "minimize"}}, "bad objective metric 'train_los'"),
+    ({"objective": {"metric": "val_accuracy", "direction": "maximize"}}, "needs a validation split"),
+    ({"objective": None, "objectives": [{"metric": "train_loss", "direction": "minimize"},
+                                        {"metric": "n_params", "direction": "minimize"}]}, "cannot prune"),
+    ({"n_trials": 0}, "n_trials=0"),
+    ({"trials": 5}, "unknown key trials"),
+    ({"experiment": "nope"}, "experiment='nope'"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_FILES)
+def test_bad_sweep_file_is_rejected_with_a_clear_message(tmp_path, changes, message):
+    with pytest.raises(ConfigError) as caught:
+        load_spec(write_sweep(tmp_path, **changes))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_shipped_sweeps_are_valid():
+    names = {p.stem for p in SWEEPS.glob("*.yaml")}
+    assert {"xor_lr_activation", "iris_lr_activation", "iris_optimizer_init", "iris_accuracy_vs_size"} <= names
+    for path in SWEEPS.glob("*.yaml"):
+        spec = load_spec(path)
+        assert spec.n_trials and spec.n_trials >= 30
+    assert load_spec(SWEEPS / "iris_accuracy_vs_size.yaml").directions == ["maximize", "minimize"]
+
+
+def test_bad_sweep_file_on_the_command_line_runs_no_trial(tmp_path):
+    path = write_sweep(tmp_path, sampler={"name": "bogus"})
+    result = run_cli("src.sweep", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr_lines == [
+        "mlplab: error: sweep sweep.yaml: unknown sampler 'bogus'; choose one of tpe, random, cmaes, qmc, grid, nsgaii"
+    ]
+    assert not (tmp_path / "mlruns").exists()
+    result = run_cli("src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), "workers=0", cwd=tmp_path)
+    assert result.stderr_lines == ["mlplab: error: bad value workers=0: expected an integer >= 1"]
+
+
+# ---------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def iris_sweep(tmp_path_factory, tracking_uri):
+    """The Iris sweep, shortened: 10 trials of 30 epochs, one worker."""
+    cwd = tmp_path_factory.mktemp("iris_sweep")
+    result = run_cli(
+        "src.sweep", str(SWEEPS / "iris_lr_activation.yaml"), "n_trials=10", "trainer.epochs=30",
+        "experiment_name=sweep_iris", cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr
+    return cwd, result, load_study(cwd, "iris_lr_activation")
+
+
+def test_sweep_reaches_n_trials_and_reports_progress(iris_sweep):
+    _, result, study = iris_sweep
+    assert len(counted_trials(study)) == 10
+    out = result.stdout
+    assert re.search(r"^trial 1/10 ", out, re.M) and re.search(r"^trial 10/10 ", out, re.M)
+    assert "best " in out and "pruned " in out and "failed " in out
+    assert "Top trials:" in out and "Best config:" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_pruning_prunes_and_saves_epochs(iris_sweep, client):
+    _, _, study = iris_sweep
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned
+    assert all(t.user_attrs["epochs_trained"] < 30 for t in pruned)
+    parent = next(r for r in runs_of(client, "sweep_iris") if r.info.run_name == "sweep-iris_lr_activation")
+    assert parent.data.metrics["n_pruned"] == len(pruned)
+    assert 0 < parent.data.metrics["epochs_saved_share"] < 1
+
+
+def test_sweep_run_with_one_child_per_trial(iris_sweep, client):
+    _, _, study = iris_sweep
+    runs = runs_of(client, "sweep_iris")
+    parent = next(r for r in runs if r.info.run_name == "sweep-iris_lr_activation")
+    trials = {r.info.run_name: r for r in runs if r.info.run_name.startswith("trial-")}
+    assert sorted(trials) == sorted(f"trial-{t.number}" for t in study.trials)
+    for trial in study.trials:
+        run = trials[f"trial-{trial.number}"]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["optuna.state"] == trial.state.name
+        assert run.data.tags["optuna.trial"] == str(trial.number)
+        assert float(run.data.params["sampled.optimizer.learning_rate"]) == pytest.approx(
+            trial.params["optimizer.learning_rate"]
+        )
+        assert run.data.params["optimizer.learning_rate"] == run.data.params["sampled.optimizer.learning_rate"]
+        assert run.data.params["data.val_size"] == "0.2"
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        # per epoch, plus the final evaluation at the last epoch's step
+        assert sorted({m.step for m in history}) == list(range(1, trial.user_attrs["epochs_trained"] + 1))
+    assert all(r.info.status != "RUNNING" for r in runs)
+    assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
+    assert parent.data.tags["best_trial"] == str(study.best_trial.number)
+    assert parent.data.metrics["n_complete"] + parent.data.metrics["n_pruned"] == 10
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"best_config.yaml", "trials.csv", "top_trials.txt", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {f"plots/{p}.png" for p in ("optimization_history", "param_importances", "parallel_coordinate", "slice")} <= plots
+    baselines = [r for r in runs if r.info.run_name in ("sklearn_perceptron", "sklearn_mlp")]
+    assert len(baselines) == 2  # once per sweep, not per trial
+
+
+def test_best_config_reruns_through_train_and_reproduces_the_value(iris_sweep, client):
+    cwd, result, study = iris_sweep
+    command = re.search(r"^Run it:\s+python -m src\.train (.+)$", result.stdout, re.M).group(1).split()
+    rerun = run_cli("src.train", *command, cwd=cwd)
+    assert rerun.returncode == 0, rerun.stderr
+    keras = [r for r in runs_of(client, "sweep_iris") if r.info.run_name == "keras_mlp"]
+    assert len(keras) == 1
+    assert keras[0].data.metrics["val_accuracy"] == pytest.approx(study.best_value, abs=1e-9)
+    assert "sklearn_mlp" in rerun.stdout  # the baselines come back for the comparison
+
+
+def test_two_workers_share_one_study(tmp_path, client):
+    result = run_cli(
+        "src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), "n_trials=6", "workers=2",
+        "trainer.epochs=10", "experiment_name=sweep_two_workers", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    study = load_study(tmp_path, "xor_lr_activation")
+    assert 6 <= len(counted_trials(study)) <= 7  # the two may race at the end
+    workers = {t.user_attrs["worker"] for t in study.trials}
+    assert len(workers) == 2
+    runs = [r for r in runs_of(client, "sweep_two_workers") if r.info.run_name.startswith("trial-")]
+    numbers = [int(r.data.tags["optuna.trial"]) for r in runs]
+    assert sorted(numbers) == sorted(t.number for t in study.trials)  # none lost, none twice
+    assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def _start_sweep(cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), *args],
+        cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+
+def _wait_for(predicate, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except (KeyError, ValueError, FileNotFoundError):
+            pass  # the study does not exist yet
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting for the sweep")
+
+
+def _training_after_one_complete(cwd: Path, name: str) -> bool:
+    """A trial has completed and the next one is training (its MLflow run is open)."""
+    trials = load_study(cwd, name).get_trials(deepcopy=False)
+    return any(t.state == TrialState.COMPLETE for t in trials) and any(
+        t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs for t in trials
+    )
+
+
+def test_resume_after_sigkill_loses_nothing(tmp_path, client):
+    args = ("n_trials=3", "trainer.epochs=150", "experiment_name=sweep_sigkill")
+    process = _start_sweep(tmp_path, *args)
+    _wait_for(lambda: _training_after_one_complete(tmp_path, "xor_lr_activation"))
+    os.killpg(process.pid, signal.SIGKILL)  # the sweep and its worker die mid-trial
+    process.wait(30)
+    before = load_study(tmp_path, "xor_lr_activation")
+    finished = {t.number: t.value for t in before.trials if t.state == TrialState.COMPLETE}
+    killed = [t.number for t in before.trials if t.state == TrialState.RUNNING]
+    assert finished and killed
+
+    result = run_cli("src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "marked failed and queued again" in result.stdout
+    study = load_study(tmp_path, "xor_lr_activation")
+    assert len(counted_trials(study)) == 3
+    for number, value in finished.items():
+        assert study.trials[number].state == TrialState.COMPLETE and study.trials[number].value == value
+    for number in killed:
+        assert study.trials[number].state == TrialState.FAIL
+        retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
+        assert retries and retries[0].params == study.trials[number].params
+    runs = runs_of(client, "sweep_sigkill")
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    killed_runs = [r for r in runs if r.info.run_name == f"trial-{killed[0]}"]
+    assert killed_runs[0].info.status == "FAILED"
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, client):
+    process = _start_sweep(tmp_path, "n_trials=3", "trainer.epochs=150", "experiment_name=sweep_ctrl_c")
+    _wait_for(lambda: _training_after_one_complete(tmp_path, "xor_lr_activation"))
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole group
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert "Resume with: python -m src.sweep" in stderr
+    study = load_study(tmp_path, "xor_lr_activation")
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert [t for t in study.trials if t.state == TrialState.COMPLETE]
+    runs = runs_of(client, "sweep_ctrl_c")
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    assert next(r for r in runs if r.info.run_name == "sweep-xor_lr_activation").info.status == "KILLED"
+
+
+def test_stale_heartbeat_fails_the_trial_and_retries_it(tmp_path):
+    stale = []
+    storage = open_storage(
+        str(tmp_path / "study.journal"), "hb", heartbeat_interval=1, heartbeat_grace=2,
+        on_stale=lambda study, trial: stale.append(trial.number),
+    )
+    study = optuna.create_study(study_name="hb", storage=storage)
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time() - 60)
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state == TrialState.FAIL
+    assert stale == [0]
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert waiting and waiting[0].params == study.trials[0].params
+
+
+def test_multi_objective_sweep_gives_a_pareto_front(tmp_path, client):
+    result = run_cli(
+        "src.sweep", str(SWEEPS / "iris_accuracy_vs_size.yaml"), "n_trials=4", "trainer.epochs=5",
+        "experiment_name=sweep_pareto", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front:" in result.stdout
+    study = load_study(tmp_path, "iris_accuracy_vs_size")
+    assert len(study.directions) == 2 and study.best_trials
+    parent = next(r for r in runs_of(client, "sweep_pareto") if r.info.run_name.startswith("sweep-"))
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/pareto_front.png" in plots
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "qmc", "grid", "nsgaii"])
+@pytest.mark.parametrize("pruner", ["median", "hyperband", "successive_halving", "none"])
+def test_every_sampler_and_pruner_builds(tmp_path, sampler, pruner):
+    from src.sweeps.study import make_pruner, make_sampler
+
+    params = {"trainer.batch_size": {"type": "int", "low": 1, "high": 4}}
+    if sampler != "grid":
+        params["optimizer.learning_rate"] = LR
+    spec = load_spec(write_sweep(tmp_path, params=params, sampler={"name": sampler, "seed": 0},
+                                 pruner={"name": pruner}))
+    assert type(make_sampler(spec)).__name__.lower().startswith(sampler[:3])
+    assert make_pruner(spec, epochs=50) is not None
