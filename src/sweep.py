@@ -91,7 +91,8 @@ def sweep(options: SweepOptions) -> Any:
         timeout=options.timeout,
         study_name=options.study_name,
     )
-    plain = validate(compose(spec.base_overrides()))
+    base_cfg = compose(spec.base_overrides())
+    plain = validate(base_cfg)
 
     import optuna
 
@@ -161,7 +162,7 @@ def sweep(options: SweepOptions) -> Any:
             parent.log_artifact(spec.path)
         if plain["baselines"] and BASELINES_ATTR not in study.user_attrs:
             print("Training the baselines once for the whole sweep ...")
-            results = run(compose(spec.base_overrides()), parent_run_id=parent.run_id, only=list(plain["baselines"]))
+            results = run(base_cfg, parent_run_id=parent.run_id, only=list(plain["baselines"]))
             print(comparison_table(results))
             study.set_user_attr(BASELINES_ATTR, "done")
 

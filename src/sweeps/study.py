@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from typing import Any
 
@@ -31,17 +32,19 @@ def make_sampler(spec: SweepSpec, worker: int = 0, trials_before: int = 0) -> op
     if seed is not None and (worker or trials_before):
         seed = zlib.crc32(f"{seed}:{worker}:{trials_before}".encode()) & 0x7FFFFFFF
     samplers = optuna.samplers
+    factories = {
+        "tpe": samplers.TPESampler,
+        "random": samplers.RandomSampler,
+        "cmaes": samplers.CmaEsSampler,
+        "qmc": samplers.QMCSampler,
+        "nsgaii": samplers.NSGAIISampler,
+    }
     try:
-        if name == "grid":
-            return samplers.GridSampler(grid_space(spec.params), seed=seed, **settings)
-        factory = {
-            "tpe": samplers.TPESampler,
-            "random": samplers.RandomSampler,
-            "cmaes": samplers.CmaEsSampler,
-            "qmc": samplers.QMCSampler,
-            "nsgaii": samplers.NSGAIISampler,
-        }[name]
-        return factory(seed=seed, **settings)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if name == "grid":
+                return samplers.GridSampler(grid_space(spec.params), seed=seed, **settings)
+            return factories[name](seed=seed, **settings)
     except (TypeError, ValueError, ImportError) as exc:
         raise ConfigError(f"sweep {spec.path.name}: sampler {name}: {first_line(exc)}") from None
 

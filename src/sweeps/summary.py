@@ -137,10 +137,10 @@ def save_plots(study: optuna.Study, spec: SweepSpec, directory: Path) -> list[Pa
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 figure = _figure(draw())
-                figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))
-                figure.tight_layout()
+                width, height = figure.get_size_inches()
+                figure.set_size_inches(max(width, 8), max(height, 5))
             path = directory / f"{name}.png"
-            figure.savefig(path, dpi=100)
+            figure.savefig(path, dpi=100, bbox_inches="tight")
             plt.close(figure)
             saved.append(path)
         except Exception as exc:  # a plot is never worth failing the sweep
