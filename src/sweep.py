@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from src.errors import ConfigError, MlplabError, first_line
+from src.errors import ConfigError, MlplabError
 
 log = logging.getLogger("mlplab")
 
@@ -97,34 +97,16 @@ def sweep(options: SweepOptions) -> Any:
     import optuna
 
     from src import tracking
-    from src.sweeps.storage import describe, open_storage
-    from src.sweeps.study import counted_trials, make_pruner, make_sampler
+    from src.sweeps.storage import describe
+    from src.sweeps.study import counted_trials
     from src.sweeps.summary import OUTPUT_DIR, log_to_run, summarize, top_trials_table, train_command, write_best_config
-    from src.sweeps.trial import on_stale_trial
-    from src.sweeps.workers import WorkerJob, recover_orphans, run_workers
+    from src.sweeps.workers import WorkerJob, open_study, recover_orphans, run_workers
     from src.training import comparison_table, run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     epochs = plain["trainer"]["epochs"]
     uri = plain["tracking"]["uri"]
-    storage = open_storage(
-        options.storage,
-        spec.study_name,
-        heartbeat_interval=spec.heartbeat_interval,
-        heartbeat_grace=spec.heartbeat_grace,
-        on_stale=on_stale_trial,
-    )
-    try:
-        study = optuna.create_study(
-            study_name=spec.study_name,
-            storage=storage,
-            directions=spec.directions,
-            sampler=make_sampler(spec),
-            pruner=make_pruner(spec, epochs),
-            load_if_exists=True,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"study {spec.study_name}: {first_line(exc)}") from None
+    study = open_study(spec, options.storage, epochs, create=True)
     if [d.name.lower() for d in study.directions] != spec.directions:
         raise ConfigError(
             f"study {spec.study_name} in {describe(options.storage, spec.study_name)} optimizes "

@@ -289,13 +289,14 @@ def comparison_table(results: Metrics) -> str:
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A plain-text table, numbers to 4 decimals, blanks where a value is missing."""
+    """A plain-text table: numbers to 4 decimals (tiny ones to 3 significant
+    digits), ``-`` where a value is missing."""
 
     def cell(value: Any) -> str:
         if value is None:
             return "-"
         if isinstance(value, float):
-            return f"{value:.4f}"
+            return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3g}"
         return str(value)
 
     cells = [[cell(row.get(c)) for c in columns] for row in rows]

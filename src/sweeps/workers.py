@@ -22,7 +22,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from src.errors import MlplabError
+from src.errors import ConfigError, MlplabError, first_line
 from src.sweeps.spec import SweepSpec
 
 log = logging.getLogger("mlplab")
@@ -43,20 +43,33 @@ class WorkerJob:
     log_path: Path | None
 
 
-def open_study(job: WorkerJob, *, worker: int = 0) -> optuna.Study:
+def open_study(
+    spec: SweepSpec, storage_url: str | None, epochs: int, *, worker: int = 0, create: bool = False
+) -> optuna.Study:
+    """Opens the sweep's study (creating it if ``create``), with its pruner and a
+    sampler seeded for this worker; trials found stale are closed and retried."""
     from src.sweeps.storage import open_storage
     from src.sweeps.study import make_pruner, make_sampler
     from src.sweeps.trial import on_stale_trial
 
-    spec = job.spec
     storage = open_storage(
-        job.storage_url,
+        storage_url,
         spec.study_name,
         heartbeat_interval=spec.heartbeat_interval,
         heartbeat_grace=spec.heartbeat_grace,
         on_stale=on_stale_trial,
     )
-    study = optuna.load_study(study_name=spec.study_name, storage=storage, pruner=make_pruner(spec, job.epochs))
+    pruner = make_pruner(spec, epochs)
+    if create:
+        try:
+            study = optuna.create_study(
+                study_name=spec.study_name, storage=storage, directions=spec.directions,
+                pruner=pruner, load_if_exists=True,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"study {spec.study_name}: {first_line(exc)}") from None
+    else:
+        study = optuna.load_study(study_name=spec.study_name, storage=storage, pruner=pruner)
     study.sampler = make_sampler(spec, worker, trials_before=len(study.get_trials(deepcopy=False)))
     return study
 
@@ -90,7 +103,7 @@ def _optimize(job: WorkerJob) -> None:
     from src.sweeps.trial import TrialObjective
 
     tracking.connect(job.tracking_uri)
-    study = open_study(job, worker=job.index)
+    study = open_study(job.spec, job.storage_url, job.epochs, worker=job.index)
     stop = StopWhenDone(job.spec.n_trials)
     if stop.done(study):
         return
