@@ -181,23 +181,53 @@ def _check_target(path: str, section: dict, by_target: Mapping[str | None, Field
 _PROBABILITY = Number(ge=0, lt=1)
 _PARTIAL = {"_partial_": Choice([True])}
 
+_SPLITS: Fields = {
+    "name": Text(),
+    "test_size": Number(gt=0, lt=1),
+    "val_size": _PROBABILITY,
+    "standardize": Boolean(),
+    "random_state": Number(ge=0, integer=True),
+}
+_DATA_DIR: Fields = {"dir": Nullable(Text())}
 DATA: dict[str | None, Fields] = {
     "src.data.toy.load_xor": {"name": Text()},
-    "src.data.toy.load_iris": {
+    "src.data.toy.load_iris": _SPLITS,
+    "src.data.toy.load_digits": _SPLITS,
+    "src.data.toy.load_iris_setosa_2d": {"name": Text(), "standardize": Boolean()},
+    "src.data.images.load_images": {
         "name": Text(),
-        "test_size": Number(gt=0, lt=1),
+        "dataset": Choice(["mnist", "fashion_mnist"]),
+        **_DATA_DIR,
         "val_size": _PROBABILITY,
-        "standardize": Boolean(),
+        "train_limit": Nullable(Number(gt=0, integer=True)),
+        "test_limit": Nullable(Number(gt=0, integer=True)),
         "random_state": Number(ge=0, integer=True),
     },
-    "src.data.toy.load_iris_setosa_2d": {"name": Text(), "standardize": Boolean()},
+    "src.data.tables.load_auto_mpg": {**_SPLITS, **_DATA_DIR},
+    "src.data.tables.load_csv": {
+        **_SPLITS,
+        "path": Text(),
+        "target": Text(),
+        "task": Choice(["classification", "regression"]),
+        "features": Nullable(ListOf(Text())),
+    },
 }
+# Any dataset: rebalance the classes of its training split (see src/data/resample.py).
+RESAMPLE = Choice(["none", "oversample", "smote"])
 
 MODEL: dict[str | None, Fields] = {
     "src.models.keras_mlp.KerasMLP": {
         "hidden_units": ListOf(Number(gt=0, integer=True)),
         "activation": Choice(ACTIVATIONS),
         "output_activation": Nullable(Choice(OUTPUT_ACTIVATIONS)),
+        "normalize": Boolean(),
+    },
+    "src.models.numpy_mlp.NumpyMLP": {
+        "hidden_units": ListOf(Number(gt=0, integer=True)),
+        "activation": Choice(["linear", "sigmoid", "tanh", "relu"]),
+        "output_activation": Nullable(Choice(["linear", "sigmoid", "tanh", "relu"])),
+        "use_bias": Boolean(),
+        "shuffle": Boolean(),
     },
 }
 
@@ -277,6 +307,7 @@ TRACKING: Fields = {
 }
 TOP_LEVEL = (
     "experiment_name",
+    "description",
     "seed",
     "data",
     "model",
@@ -306,8 +337,9 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         if key not in plain:
             raise ConfigError(f"missing config key {key}")
     Text().check("experiment_name", plain["experiment_name"])
+    Nullable(Text()).check("description", plain["description"])
     Number(ge=0, integer=True).check("seed", plain["seed"])
-    _check_target("data", plain["data"], DATA)
+    _check_target("data", plain["data"], {t: {**f, "resample": RESAMPLE} for t, f in DATA.items()})
     data = plain["data"]
     if data.get("test_size", 0) + data.get("val_size", 0) >= 1:
         raise ConfigError(

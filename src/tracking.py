@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
+import mlflow.pyfunc
 import mlflow.sklearn
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
@@ -166,6 +167,8 @@ class TrackedRun:
             finally:
                 absl_logger.setLevel(level)
                 keras.utils.enable_interactive_logging()
+        elif estimator.flavor == "pyfunc":
+            mlflow.pyfunc.log_model(name="model", python_model=_serving_model(estimator.native), **kwargs)
         else:
             mlflow.sklearn.log_model(
                 estimator.native,
@@ -173,6 +176,29 @@ class TrackedRun:
                 skops_trusted_types=_skops_types(estimator.native),
                 **kwargs,
             )
+
+
+def _serving_model(model: Any) -> Any:
+    """A plain-Python model (the NumPy MLP) as an MLflow pyfunc model.
+
+    Defined on first use, with MLflow's warnings about ``predict``'s type hints
+    silenced: they would print at import time for every command.
+    """
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+
+        class ServingModel(mlflow.pyfunc.PythonModel):
+            def __init__(self, model):  # noqa: ANN001
+                self.model = model
+
+            def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+                return self.model.serving_output(np.asarray(model_input, dtype=np.float64))
+
+    return ServingModel(model)
 
 
 class _KerasFlavor:
@@ -307,5 +333,5 @@ def _skops_types(model: Any) -> list[str]:
 def _pip_requirements(flavor: str) -> list[str]:
     from importlib.metadata import version
 
-    packages = {"keras": ("tensorflow", "keras"), "sklearn": ("scikit-learn",)}[flavor]
+    packages = {"keras": ("tensorflow", "keras"), "sklearn": ("scikit-learn",), "pyfunc": ("numpy",)}[flavor]
     return [f"{package}=={version(package)}" for package in packages]

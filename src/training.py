@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlplab")
 
 KERAS_MODEL = "keras_mlp"
+NUMPY_MODEL = "numpy_mlp"
 Metrics = dict[str, dict[str, float]]  # ints too, e.g. n_params
 """Final metrics by model name, e.g. ``{"keras_mlp": {"train_accuracy": 1.0, ...}}``."""
 
@@ -93,12 +94,16 @@ def run(
     )
     models = build_models(plain, dataset, loss, only=only)
     if into is not None:
-        return _run_models(into, plain, dataset, models, experiment, listeners)
+        flat = len(models) == 1
+        return _run_models(into, plain, dataset, models, experiment, listeners, flat=flat)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     with tracking.run(
-        f"{plain['experiment_name']}-{stamp}", experiment=experiment, parent_run_id=parent_run_id
+        f"{plain['experiment_name']}-{stamp}",
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        description=plain["description"],
     ) as parent:
-        return _run_models(parent, plain, dataset, models, experiment, listeners)
+        return _run_models(parent, plain, dataset, models, experiment, listeners, flat=False)
 
 
 def _run_models(
@@ -108,9 +113,11 @@ def _run_models(
     models: Mapping[str, ModelRun],
     experiment: str,
     listeners: Sequence[EpochListener],
+    *,
+    flat: bool,
 ) -> Metrics:
-    """Logs the invocation into ``parent`` and trains each model, in a child run
-    unless it is the only one."""
+    """Logs the invocation into ``parent`` and trains each model in a child run,
+    or, when ``flat``, the only model straight into ``parent``."""
     from src import tracking
 
     logged_config = tracking.flatten(_redacted(plain))
@@ -123,7 +130,7 @@ def _run_models(
     parent.log_text(OmegaConf.to_yaml(OmegaConf.create(_redacted(plain))), "config.yaml")
     results: Metrics = {}
     for name, model in models.items():
-        if len(models) == 1:
+        if flat:
             params = {k: v for k, v in model.params.items() if k not in logged_config}
             results[name] = _train_and_log(name, model, dataset, parent, params, listeners, plain)
             continue
@@ -135,7 +142,7 @@ def _run_models(
         ) as child:
             results[name] = _train_and_log(name, model, dataset, child, model.params, listeners, plain)
     parent.log_text(comparison_table(results) + "\n", "comparison.txt")
-    if len(models) > 1:
+    if not flat:
         parent.log_metrics(
             {f"{name}.{key}": value for name, metrics in results.items() for key, value in metrics.items()}
         )
@@ -178,10 +185,15 @@ def _train_and_log(
 
 # ------------------------------------------------------------------ the pieces
 def load_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
-    """Builds the dataset from its config node with Hydra's ``instantiate``."""
+    """Builds the dataset from its config node with Hydra's ``instantiate``, then
+    rebalances its training split if ``data.resample`` says so."""
     from hydra.utils import instantiate
 
-    return instantiate(data_cfg)
+    from src.data.resample import resampled
+
+    node = dict(data_cfg)
+    method = node.pop("resample", "none")
+    return resampled(instantiate(node, _convert_="all"), method, node.get("random_state", 0))
 
 
 def seed_everything(seed: int) -> None:
@@ -209,7 +221,8 @@ def build_models(
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    names = [KERAS_MODEL, *(plain["baselines"] or {})]
+    main = main_model_name(plain)
+    names = [main, *(plain["baselines"] or {})]
     unknown = sorted(set(only or ()) - set(names))
     if unknown:
         raise ConfigError(f"no model named {unknown[0]}; configured: {', '.join(names)}")
@@ -225,7 +238,9 @@ def build_models(
             raise ConfigError(f"cannot build {path} ({node['_target_']}): {cause}") from None
 
     models: dict[str, ModelRun] = {}
-    if KERAS_MODEL in wanted:
+    if main == NUMPY_MODEL and main in wanted:
+        models[main] = ModelRun(_numpy_mlp(plain, dataset, loss, build))
+    if main == KERAS_MODEL and main in wanted:
         trainer = plain["trainer"]
         # Keras rejects an int learning rate, and `optimizer.learning_rate=1` parses as one.
         optimizer = {**plain["optimizer"], "learning_rate": float(plain["optimizer"]["learning_rate"])}
@@ -253,11 +268,38 @@ def build_models(
     from src.models.baselines import SklearnBaseline
 
     for name in wanted:
-        if name == KERAS_MODEL:
+        if name == main:
             continue
         estimator = build(f"baselines.{name}", plain["baselines"][name])
         models[name] = ModelRun(SklearnBaseline(estimator, dataset.task), estimator.get_params())
     return models
+
+
+def main_model_name(plain: Mapping[str, Any]) -> str:
+    """The child-run name of the configured network: keras_mlp or numpy_mlp."""
+    return NUMPY_MODEL if plain["model"]["_target_"].endswith(".NumpyMLP") else KERAS_MODEL
+
+
+def _numpy_mlp(plain: Mapping[str, Any], dataset: Dataset, loss: str, build: Any) -> Estimator:
+    optimizer = plain["optimizer"]
+    if not optimizer["_target_"].endswith(".SGD") or optimizer.get("momentum") or optimizer.get("nesterov"):
+        raise ConfigError("model=numpy_mlp trains with plain SGD: use optimizer=sgd (no momentum)")
+    if dataset.task == "multiclass" or loss not in ("mse", "binary_crossentropy"):
+        raise ConfigError(
+            f"model=numpy_mlp has one output unit and the loss mse or binary_crossentropy; "
+            f"{dataset.name} is {dataset.task} with loss {loss}"
+        )
+    trainer = plain["trainer"]
+    return build(
+        "model",
+        plain["model"],
+        task=dataset.task,
+        learning_rate=float(optimizer["learning_rate"]),
+        epochs=trainer["epochs"],
+        batch_size=trainer.get("batch_size"),
+        loss=loss,
+        seed=plain["seed"],
+    )
 
 
 def evaluate(estimator: Estimator, dataset: Dataset) -> dict[str, float]:

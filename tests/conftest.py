@@ -14,6 +14,22 @@ NOISE = ("WARNING: All log messages before absl", "I0000 ", "E0000 ", "W0000 ")
 
 
 @pytest.fixture(scope="session", autouse=True)
+def offline_data():
+    """Datasets come from ../shared/data (or MLPLAB_DATA_DIR); no test downloads anything."""
+    from src.data import images, tables
+
+    os.environ.setdefault("MLPLAB_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+
+    def refuse(*args, **kwargs):
+        raise OSError("downloads are disabled in the tests")
+
+    saved = images.keras_download, tables.keras_get_file
+    images.keras_download = tables.keras_get_file = refuse
+    yield
+    images.keras_download, tables.keras_get_file = saved
+
+
+@pytest.fixture(scope="session", autouse=True)
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Points MLflow (in this process and in CLI subprocesses) at a temporary store."""
     store = tmp_path_factory.mktemp("mlflow")

@@ -17,7 +17,10 @@ GROUPS = ("data", "model", "optimizer", "dropout", "init", "regularizer", "train
 
 
 def test_every_shipped_experiment_is_there():
-    assert {"xor", "xor_perceptron", "iris", "iris_setosa_2d"} <= set(EXPERIMENTS)
+    assert {
+        "xor", "xor_perceptron", "iris", "iris_setosa_2d", "mnist", "fashion_mnist", "auto_mpg",
+        "digits", "xor_activations", "xor_zeros_init",
+    } <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -40,7 +43,9 @@ def test_every_option_of_every_group_composes():
             options = composer.group_options(group)
             assert options, group
             for option in options:
-                validate(composer.compose([f"{group}={option}"]))
+                # a CSV needs to know which file and column; everything else has defaults
+                extra = ["data.path=x.csv", "data.target=y"] if (group, option) == ("data", "csv") else []
+                validate(composer.compose([f"{group}={option}", *extra]))
 
 
 def test_required_options_exist():
@@ -55,7 +60,9 @@ def test_required_options_exist():
         assert set(composer.group_options("regularizer")) >= {"none", "l1", "l2", "l1_l2"}
         assert set(composer.group_options("dropout")) >= {"none", "light", "heavy"}
         assert set(composer.group_options("model")) >= {"mlp", "perceptron"}
-        assert set(composer.group_options("data")) >= {"xor", "iris", "iris_setosa_2d"}
+        assert set(composer.group_options("data")) >= {
+            "xor", "iris", "iris_setosa_2d", "mnist", "fashion_mnist", "auto_mpg", "digits", "csv"
+        }
         assert set(composer.group_options("tracking")) >= {"local", "server"}
         assert set(composer.group_options("baselines")) >= {"none", "sklearn"}
 
@@ -145,7 +152,6 @@ def test_bad_input_is_one_clear_error(overrides, names, allowed):
         (["optimizer.learning_rate=0"], "optimizer.learning_rate=0"),
         (["data=iris", "trainer.loss=binary_crossentropy"], "trainer.loss='binary_crossentropy'"),
         (["+baselines.sklearn_mlp.bogus=1"], "bogus"),
-        (["baselines.sklearn_mlp.max_iter=-5"], "max_iter"),
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path, overrides, names):
@@ -175,3 +181,15 @@ def test_validation_does_not_import_tensorflow():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["ConfigError", "False", "False"]
+
+
+def test_bad_baseline_parameter_fails_its_run_with_one_line(client):
+    from src.training import run
+
+    overrides = ["+experiment=xor", "trainer.epochs=2", "baselines.sklearn_mlp.max_iter=-5",
+                 "experiment_name=bad_baseline", "tracking.log_models=false"]
+    with pytest.raises(ConfigError) as caught:
+        run(compose(overrides))
+    assert "'max_iter' parameter of MLPClassifier must be an int in the range [1, inf). Got -5" in str(caught.value)
+    runs = client.search_runs([client.get_experiment_by_name("bad_baseline").experiment_id])
+    assert {r.info.run_name: r.info.status for r in runs}["sklearn_mlp"] == "FAILED"

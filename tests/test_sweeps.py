@@ -227,7 +227,7 @@ def _training_after_one_complete(cwd: Path, name: str) -> bool:
 
 
 def test_resume_after_sigkill_loses_nothing(tmp_path, client):
-    args = ("n_trials=3", "trainer.epochs=150", "experiment_name=sweep_sigkill")
+    args = ("n_trials=2", "trainer.epochs=80", "experiment_name=sweep_sigkill")
     process = _start_sweep(tmp_path, *args)
     _wait_for(lambda: _training_after_one_complete(tmp_path, "xor_lr_activation"))
     os.killpg(process.pid, signal.SIGKILL)  # the sweep and its worker die mid-trial
@@ -241,7 +241,7 @@ def test_resume_after_sigkill_loses_nothing(tmp_path, client):
     assert result.returncode == 0, result.stderr
     assert "marked failed and queued again" in result.stdout
     study = load_study(tmp_path, "xor_lr_activation")
-    assert len(counted_trials(study)) == 3
+    assert len(counted_trials(study)) == 2
     for number, value in finished.items():
         assert study.trials[number].state == TrialState.COMPLETE and study.trials[number].value == value
     for number in killed:
@@ -255,7 +255,7 @@ def test_resume_after_sigkill_loses_nothing(tmp_path, client):
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, client):
-    process = _start_sweep(tmp_path, "n_trials=3", "trainer.epochs=150", "experiment_name=sweep_ctrl_c")
+    process = _start_sweep(tmp_path, "n_trials=3", "trainer.epochs=80", "experiment_name=sweep_ctrl_c")
     _wait_for(lambda: _training_after_one_complete(tmp_path, "xor_lr_activation"))
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole group
     _, stderr = process.communicate(timeout=120)
@@ -289,7 +289,7 @@ def test_stale_heartbeat_fails_the_trial_and_retries_it(tmp_path):
 def test_multi_objective_sweep_gives_a_pareto_front(tmp_path, client):
     result = run_cli(
         "src.sweep", str(SWEEPS / "iris_accuracy_vs_size.yaml"), "n_trials=4", "trainer.epochs=5",
-        "experiment_name=sweep_pareto", cwd=tmp_path,
+        "baselines=none", "experiment_name=sweep_pareto", cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "Pareto front:" in result.stdout

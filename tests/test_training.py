@@ -20,7 +20,7 @@ def keras_model_for(*overrides: str) -> tuple[KerasMLP, keras.Model, object]:
     dataset = load_dataset(plain["data"])
     seed_everything(plain["seed"])
     estimator = build_models(plain, dataset, resolve_loss(None, dataset.task))["keras_mlp"].estimator
-    return estimator, estimator.build(dataset.n_features), dataset
+    return estimator, estimator.build(dataset.x_train), dataset
 
 
 OPTIONS = [

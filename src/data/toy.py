@@ -1,10 +1,13 @@
-"""Small datasets that need no download: XOR and Fisher's Iris (shipped with scikit-learn)."""
+"""Small datasets that need no download: XOR, and Iris and digits (shipped with scikit-learn)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from src.data.dataset import Dataset
+from src.data.splits import split, standardized
 
 
 def load_xor(name: str = "xor") -> Dataset:
@@ -38,28 +41,34 @@ def load_iris(
         random_state: Seed of the splits.
     """
     from sklearn.datasets import load_iris as sklearn_iris
-    from sklearn.model_selection import train_test_split
 
     iris = sklearn_iris()
-    x, y = iris.data, iris.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_size, stratify=y, random_state=random_state
+    return _bundled(name, iris, iris.data, test_size, val_size, standardize, random_state)
+
+
+def load_digits(
+    name: str = "digits",
+    test_size: float = 0.2,
+    val_size: float = 0.0,
+    standardize: bool = False,
+    random_state: int = 0,
+) -> Dataset:
+    """scikit-learn's 8x8 digits (1797 images, shipped with scikit-learn), pixels
+    scaled to [0, 1]; stratified splits as for Iris."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    return _bundled(name, digits, digits.data / 16.0, test_size, val_size, standardize, random_state)
+
+
+def _bundled(
+    name: str, bunch: Any, x: np.ndarray, test_size: float, val_size: float, standardize: bool, random_state: int
+) -> Dataset:
+    x_train, y_train, x_val, y_val, x_test, y_test = split(
+        x, bunch.target.astype(np.int64), test_size=test_size, val_size=val_size,
+        random_state=random_state, stratify=True,
     )
-    x_val = y_val = None
-    if val_size > 0:
-        x_train, x_val, y_train, y_val = train_test_split(
-            x_train,
-            y_train,
-            test_size=val_size / (1 - test_size),
-            stratify=y_train,
-            random_state=random_state,
-        )
-    if standardize:
-        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-        if x_val is not None:
-            x_val = (x_val - mean) / std
-    return Dataset(
+    dataset = Dataset(
         name=name,
         task="multiclass",
         x_train=x_train,
@@ -68,9 +77,10 @@ def load_iris(
         y_val=y_val,
         x_test=x_test,
         y_test=y_test,
-        feature_names=tuple(iris.feature_names),
-        class_names=tuple(iris.target_names),
+        feature_names=tuple(bunch.feature_names),
+        class_names=tuple(str(c) for c in bunch.target_names),
     )
+    return standardized(dataset) if standardize else dataset
 
 
 def load_iris_setosa_2d(name: str = "iris_setosa_2d", standardize: bool = False) -> Dataset:
@@ -80,9 +90,7 @@ def load_iris_setosa_2d(name: str = "iris_setosa_2d", standardize: bool = False)
     iris = sklearn_iris()
     x = iris.data[:, :2]
     y = (iris.target == 0).astype(np.int64)
-    if standardize:
-        x = (x - x.mean(axis=0)) / x.std(axis=0)
-    return Dataset(
+    dataset = Dataset(
         name=name,
         task="binary",
         x_train=x,
@@ -90,3 +98,4 @@ def load_iris_setosa_2d(name: str = "iris_setosa_2d", standardize: bool = False)
         feature_names=tuple(iris.feature_names[:2]),
         class_names=("other", "setosa"),
     )
+    return standardized(dataset) if standardize else dataset

@@ -31,6 +31,8 @@ class KerasMLP(Estimator):
         epochs, batch_size, shuffle, verbose: As in ``keras.Model.fit``;
             ``batch_size=None`` trains full batch.
         early_stopping: The ``trainer.early_stopping`` settings.
+        normalize: Start with a Normalization layer adapted to the training
+            inputs (their mean and variance, nothing from held-out rows).
     """
 
     flavor = "keras"
@@ -53,8 +55,10 @@ class KerasMLP(Estimator):
         shuffle: bool = True,
         verbose: int = 0,
         early_stopping: Mapping[str, Any] | None = None,
+        normalize: bool = False,
     ) -> None:
         self.hidden_units = list(hidden_units)
+        self.normalize = normalize
         self.activation = activation
         self.output_activation = output_activation or default_output_activation(task)
         self.task = task
@@ -77,8 +81,13 @@ class KerasMLP(Estimator):
     def n_outputs(self) -> int:
         return self.n_classes if self.task == "multiclass" else 1
 
-    def build(self, n_features: int) -> keras.Model:
-        layers: list[keras.layers.Layer] = [keras.Input(shape=(n_features,))]
+    def build(self, x: np.ndarray) -> keras.Model:
+        """The compiled network for inputs like ``x`` (which a Normalization layer adapts to)."""
+        layers: list[keras.layers.Layer] = [keras.Input(shape=(x.shape[1],))]
+        if self.normalize:
+            normalization = keras.layers.Normalization()
+            normalization.adapt(x)
+            layers.append(normalization)
         for units in self.hidden_units:
             layers.append(self._dense(units, self.activation))
             if self.dropout_rate > 0:
@@ -122,7 +131,7 @@ class KerasMLP(Estimator):
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         listeners: Sequence[EpochListener] = (),
     ) -> KerasMLP:
-        self.model_ = self.build(x.shape[1])
+        self.model_ = self.build(x)
         callbacks: list[keras.callbacks.Callback] = [_ListenerBridge(listeners)]
         if self.early_stopping.get("enabled"):
             callbacks.insert(0, self._early_stopping(validation_data is not None))

@@ -10,6 +10,7 @@ again, so rerunning the sweep finishes the study.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,21 +101,21 @@ def open_storage(
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return HeartbeatJournalStorage(backend, heartbeat_interval, heartbeat_grace, stale)
     try:
-        return RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=heartbeat_grace,
-            heartbeat_stale_trial_callback=stale,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=heartbeat_grace,
+                heartbeat_stale_trial_callback=stale,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
     except Exception as exc:  # driver errors vary: name the URL, hide the password
         raise StorageError(f"cannot open study storage {redact(url)}: {first_line(exc)}") from None
 
 
 def retry_callback() -> StaleCallback:
     """Optuna's callback that queues a failed trial again with the same params."""
-    import warnings
-
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     with warnings.catch_warnings():

@@ -15,7 +15,7 @@ from src.errors import MlplabError, first_line
 from src.models.base import EpochListener
 from src.sweeps.spec import SweepSpec
 from src.sweeps.study import FAILED_FOR_GOOD, suggest
-from src.training import KERAS_MODEL, run
+from src.training import main_model_name, run
 
 # Trials train the Keras model only (baselines are trained once per sweep) and log
 # no model files; the best config, re-run through src.train, logs both.
@@ -89,7 +89,7 @@ class TrialObjective:
             trial.set_user_attr(RUN_ID_ATTR, tracked.run_id)
             tracked.log_params({f"sampled.{k}": v for k, v in values.items()})
             try:
-                metrics = run(cfg, into=tracked, listeners=[reporter])[KERAS_MODEL]
+                metrics = run(cfg, into=tracked, listeners=[reporter])[main_model_name(plain)]
             except optuna.TrialPruned:
                 trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
                 tracked.set_tags({STATE_TAG: "PRUNED", "pruned_at_epoch": reporter.epoch})
