@@ -305,9 +305,18 @@ TRACKING: Fields = {
     "artifact_location": Nullable(Text()),
     "log_models": Boolean(),
 }
+LESSON: Fields = {
+    "kind": Choice(["gd_quadratic"]),
+    "start": Number(),
+    "minimum": Number(),
+    "offset": Number(),
+    "learning_rates": ListOf(Number(gt=0)),
+    "steps": Number(gt=0, integer=True),
+}
 TOP_LEVEL = (
     "experiment_name",
     "description",
+    "lesson",
     "seed",
     "data",
     "model",
@@ -338,6 +347,8 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"missing config key {key}")
     Text().check("experiment_name", plain["experiment_name"])
     Nullable(Text()).check("description", plain["description"])
+    if plain["lesson"] is not None:
+        _check_section("lesson", plain["lesson"], LESSON, required=LESSON)
     Number(ge=0, integer=True).check("seed", plain["seed"])
     _check_target("data", plain["data"], {t: {**f, "resample": RESAMPLE} for t, f in DATA.items()})
     data = plain["data"]

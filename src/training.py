@@ -82,6 +82,8 @@ def run(
         NonFiniteLossError: A loss became NaN or infinite; the runs end FAILED.
     """
     plain = validate(cfg)
+    if plain["lesson"] is not None:
+        return _run_lesson(plain, parent_run_id)
     dataset = load_dataset(plain["data"])
     loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
 
@@ -104,6 +106,29 @@ def run(
         description=plain["description"],
     ) as parent:
         return _run_models(parent, plain, dataset, models, experiment, listeners, flat=False)
+
+
+def _run_lesson(plain: Mapping[str, Any], parent_run_id: str | None) -> Metrics:
+    """A lesson without a dataset (``lesson.kind``), under a parent run of its own."""
+    from src import tracking
+    from src.lessons import run_gd_quadratic
+
+    uri = plain["tracking"]["uri"]
+    tracking.connect(uri)
+    experiment = tracking.experiment_id(plain["experiment_name"], uri, plain["tracking"]["artifact_location"])
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    with tracking.run(
+        f"{plain['experiment_name']}-{stamp}",
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        description=plain["description"],
+        tags={"experiment": plain["experiment_name"], "lesson": plain["lesson"]["kind"]},
+    ) as parent:
+        parent.log_params(tracking.flatten({"lesson": plain["lesson"]}))
+        parent.log_text(OmegaConf.to_yaml(OmegaConf.create(_redacted(plain))), "config.yaml")
+        results = run_gd_quadratic(plain, parent, experiment)
+        parent.log_text(comparison_table(results) + "\n", "comparison.txt")
+    return results
 
 
 def _run_models(

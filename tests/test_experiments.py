@@ -68,3 +68,19 @@ def test_image_experiments_reach_their_figures(experiment, figure):
     results = run(compose([f"+experiment={experiment}", *FAST]))
     assert results["keras_mlp"]["test_accuracy"] >= figure
     assert {"sklearn_perceptron", "sklearn_mlp", "sklearn_logistic"} <= set(results)
+
+
+def test_gradient_descent_lesson(client):
+    results = run(compose(["+experiment=gd_quadratic"]))
+    outcomes = {name: r["outcome"] for name, r in results.items()}
+    assert outcomes == {"lr=0.001": "crawls", "lr=0.2": "converged", "lr=1": "oscillates", "lr=1.1": "diverged"}
+    assert results["lr=0.2"]["final_x"] == pytest.approx(3.0, abs=1e-6)
+    assert results["lr=1"]["final_x"] == pytest.approx(10.0)
+    experiment = client.get_experiment_by_name("gd_quadratic")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    oscillating = runs["lr=1"]
+    assert oscillating.info.status == "FINISHED" and oscillating.data.tags["outcome"] == "oscillates"
+    path = sorted(client.get_metric_history(oscillating.info.run_id, "x"), key=lambda m: m.step)
+    assert [m.value for m in path[:4]] == [10.0, -4.0, 10.0, -4.0] and len(path) == 51
+    assert runs["lr=1.1"].info.status == "FINISHED"  # divergence is a result, not a crash
+    assert "descent.png" in {a.path for a in client.list_artifacts(oscillating.info.run_id)}
