@@ -1,0 +1,169 @@
+"""Predict with a logged model.
+
+    python -m src.predict (--run-id RUN | --experiment NAME [--metric test_accuracy]
+                          [--model keras_mlp]) --input X.npy|X.csv [--labels Y.npy|--label-column COL]
+                          [--output predictions.csv] [--batch-size 4096] [--uri URI]
+
+The model is the one logged by a child run (``--run-id``), or by the best run of an
+experiment by a metric. Inputs are read from a ``.npy`` array or a CSV of numeric
+columns and predicted in batches; predictions are written to ``--output``
+(``.csv`` or ``.npy``). With labels, the accuracy (classification) or the mean
+absolute error (regression) is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.errors import MlplabError
+
+LOWER_IS_BETTER = ("mae", "mse", "loss", "seconds")
+
+
+def find_run(client: Any, args: argparse.Namespace) -> Any:
+    """The run whose model to load: by id, or the best of an experiment by a metric."""
+    from mlflow.exceptions import MlflowException
+
+    if args.run_id:
+        try:
+            return client.get_run(args.run_id)
+        except MlflowException:
+            raise MlplabError(f"no MLflow run with id {args.run_id!r}") from None
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        raise MlplabError(f"no MLflow experiment named {args.experiment!r}")
+    ascending = any(word in args.metric for word in LOWER_IS_BETTER)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"attributes.run_name = '{args.model}' and attributes.status = 'FINISHED'",
+        order_by=[f"metrics.{args.metric} {'ASC' if ascending else 'DESC'}"],
+        max_results=100,
+    )
+    runs = [r for r in runs if args.metric in r.data.metrics]
+    if not runs:
+        raise MlplabError(f"no finished {args.model} run of {args.experiment!r} has the metric {args.metric}")
+    return runs[0]
+
+
+def read_matrix(path: Path, drop: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features from a .npy or CSV file (and the ``drop`` column as labels, if named)."""
+    if not path.is_file():
+        raise MlplabError(f"input file {path} does not exist")
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False), None
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    labels = None
+    if drop:
+        if drop not in frame.columns:
+            raise MlplabError(f"--label-column {drop!r} is not a column of {path.name}")
+        labels = frame.pop(drop).to_numpy()
+    try:
+        return frame.to_numpy(np.float64), labels
+    except ValueError:
+        raise MlplabError(f"{path.name} holds non-numeric feature values") from None
+
+
+def predict(args: argparse.Namespace) -> tuple[np.ndarray, str | None]:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from src import tracking
+
+    tracking.connect(args.uri)
+    client = MlflowClient()
+    run = find_run(client, args)
+    models = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    if not models:
+        raise MlplabError(f"run {run.info.run_id} ({run.info.run_name}) logged no model (tracking.log_models=false?)")
+    model = mlflow.pyfunc.load_model(models[0].model_uri)
+    x, labels = read_matrix(args.input, args.label_column)
+    schema = model.metadata.get_input_schema()
+    spec = schema.inputs[0] if schema is not None else None
+    if spec is not None and hasattr(spec, "shape"):
+        expected = spec.shape[-1]
+        if x.ndim != 2 or x.shape[1] != expected:
+            raise MlplabError(
+                f"{args.input.name} has {x.shape[-1] if x.ndim == 2 else x.shape} features per row; "
+                f"the model of run {run.info.run_id[:8]} expects {expected}"
+            )
+        x = x.astype(spec.type)
+    outputs = [np.asarray(model.predict(x[i : i + args.batch_size])) for i in range(0, len(x), args.batch_size)]
+    output = np.concatenate(outputs) if outputs else np.empty((0,))
+    task = _task(client, run)
+    predictions = _decode(output, task)
+    if args.labels is not None:
+        labels, _ = read_matrix(args.labels)
+    return predictions, _score(predictions, labels, task)
+
+
+def _task(client: Any, run: Any) -> str:
+    parent = run.data.tags.get("mlflow.parentRunId")
+    tags = client.get_run(parent).data.tags if parent and "task" not in run.data.tags else run.data.tags
+    return tags.get("task", "multiclass")
+
+
+def _decode(output: np.ndarray, task: str) -> np.ndarray:
+    """Class labels from probabilities (Keras) or as they are (scikit-learn)."""
+    if task == "regression":
+        return output.ravel()
+    if output.ndim == 2 and output.shape[1] > 1:
+        return output.argmax(axis=1)
+    flat = output.ravel()
+    if task == "binary" and np.issubdtype(flat.dtype, np.floating) and not np.all(np.isin(flat, (0, 1))):
+        return (flat >= 0.5).astype(np.int64)
+    return flat
+
+
+def _score(predictions: np.ndarray, labels: np.ndarray | None, task: str) -> str | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels).ravel()
+    if len(labels) != len(predictions):
+        raise MlplabError(f"{len(labels)} labels for {len(predictions)} rows")
+    if task == "regression":
+        return f"MAE {np.mean(np.abs(predictions - labels.astype(float))):.4f} on {len(labels)} rows"
+    return f"accuracy {np.mean(predictions == labels.astype(predictions.dtype)):.4f} on {len(labels)} rows"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m src.predict", description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run-id", help="the run that logged the model")
+    which.add_argument("--experiment", help="use the best run of this experiment")
+    parser.add_argument("--metric", default="test_accuracy", help="what 'best' means (default: test_accuracy)")
+    parser.add_argument("--model", default="keras_mlp", help="which model's runs to choose from")
+    parser.add_argument("--input", type=Path, required=True)
+    labels = parser.add_mutually_exclusive_group()
+    labels.add_argument("--labels", type=Path)
+    labels.add_argument("--label-column")
+    parser.add_argument("--output", type=Path, default=Path("predictions.csv"))
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
+    args = parser.parse_args(argv)
+    try:
+        predictions, score = predict(args)
+        if args.output.suffix == ".npy":
+            np.save(args.output, predictions)
+        else:
+            np.savetxt(args.output, predictions, delimiter=",", header="prediction", comments="", fmt="%s")
+        print(f"{len(predictions)} predictions written to {args.output}")
+        if score:
+            print(score)
+    except MlplabError as exc:
+        print(f"mlplab: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
