@@ -12,6 +12,7 @@ import math
 import subprocess
 import time
 from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -87,45 +88,62 @@ def run(
     dataset = load_dataset(plain["data"])
     loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
 
-    from src import tracking  # heavy imports only once the config is known good
-
-    tracking_cfg = plain["tracking"]
-    tracking.connect(tracking_cfg["uri"])
-    experiment = tracking.experiment_id(
-        plain["experiment_name"], tracking_cfg["uri"], tracking_cfg["artifact_location"]
-    )
+    experiment = _experiment(plain)  # imports MLflow: only once the config is known good
     models = build_models(plain, dataset, loss, only=only)
     if into is not None:
         flat = len(models) == 1
         return _run_models(into, plain, dataset, models, experiment, listeners, flat=flat)
+    with _invocation_run(plain, experiment, parent_run_id) as parent:
+        return _run_models(parent, plain, dataset, models, experiment, listeners, flat=False)
+
+
+def _experiment(plain: Mapping[str, Any]) -> str:
+    """Connects to the tracking store and returns the run's MLflow experiment id."""
+    from src import tracking
+
+    settings = plain["tracking"]
+    tracking.connect(settings["uri"])
+    return tracking.experiment_id(plain["experiment_name"], settings["uri"], settings["artifact_location"])
+
+
+def _invocation_run(
+    plain: Mapping[str, Any],
+    experiment: str,
+    parent_run_id: str | None,
+    tags: Mapping[str, Any] | None = None,
+) -> AbstractContextManager[TrackedRun]:
+    """The parent run of one invocation, named after the experiment and the time."""
+    from src import tracking
+
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    with tracking.run(
+    return tracking.run(
         f"{plain['experiment_name']}-{stamp}",
         experiment=experiment,
         parent_run_id=parent_run_id,
         description=plain["description"],
-    ) as parent:
-        return _run_models(parent, plain, dataset, models, experiment, listeners, flat=False)
+        tags=tags,
+    )
+
+
+def _log_config(tracked: TrackedRun, plain: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config (passwords redacted) as dotted params and ``config.yaml``."""
+    from src import tracking
+
+    logged = _redacted(plain)
+    flat = tracking.flatten(logged)
+    tracked.log_params(flat)
+    tracked.log_text(OmegaConf.to_yaml(OmegaConf.create(logged)), "config.yaml")
+    return flat
 
 
 def _run_lesson(plain: Mapping[str, Any], parent_run_id: str | None) -> Metrics:
     """A lesson without a dataset (``lesson.kind``), under a parent run of its own."""
-    from src import tracking
     from src.lessons import run_gd_quadratic
 
-    uri = plain["tracking"]["uri"]
-    tracking.connect(uri)
-    experiment = tracking.experiment_id(plain["experiment_name"], uri, plain["tracking"]["artifact_location"])
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    with tracking.run(
-        f"{plain['experiment_name']}-{stamp}",
-        experiment=experiment,
-        parent_run_id=parent_run_id,
-        description=plain["description"],
-        tags={"experiment": plain["experiment_name"], "lesson": plain["lesson"]["kind"]},
-    ) as parent:
-        parent.log_params(tracking.flatten({"lesson": plain["lesson"]}))
-        parent.log_text(OmegaConf.to_yaml(OmegaConf.create(_redacted(plain))), "config.yaml")
+    experiment = _experiment(plain)
+    tags = {"experiment": plain["experiment_name"], "lesson": plain["lesson"]["kind"]}
+    with _invocation_run(plain, experiment, parent_run_id, tags) as parent:
+        _log_config(parent, plain)
         results = run_gd_quadratic(plain, parent, experiment)
         parent.log_text(comparison_table(results) + "\n", "comparison.txt")
     return results
@@ -145,14 +163,12 @@ def _run_models(
     or, when ``flat``, the only model straight into ``parent``."""
     from src import tracking
 
-    logged_config = tracking.flatten(_redacted(plain))
     parent.set_tags(_provenance_tags(plain, dataset))
-    parent.log_params(logged_config)
+    logged_config = _log_config(parent, plain)
     parent.log_params(
         {"data.n_features": dataset.n_features}
         | {f"data.n_{split}": len(x) for split, (x, _) in dataset.splits().items()}
     )
-    parent.log_text(OmegaConf.to_yaml(OmegaConf.create(_redacted(plain))), "config.yaml")
     results: Metrics = {}
     for name, model in models.items():
         if flat:
