@@ -112,8 +112,7 @@ def sweep(options: SweepOptions) -> Any:
             f"study {spec.study_name} in {describe(options.storage, spec.study_name)} optimizes "
             f"{[d.name.lower() for d in study.directions]}, not {spec.directions}; use another study_name"
         )
-    tracking.connect(uri)
-    experiment = tracking.experiment_id(plain["experiment_name"], uri, plain["tracking"]["artifact_location"])
+    experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
     recovered = recover_orphans(study)
 
     done = len(counted_trials(study))

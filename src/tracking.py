@@ -100,6 +100,13 @@ def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> 
         return found.experiment_id
 
 
+def open_experiment(name: str, settings: Mapping[str, Any]) -> str:
+    """Connects to ``settings["uri"]`` (a ``tracking`` config node) and returns the
+    id of the MLflow experiment ``name``."""
+    connect(settings["uri"])
+    return experiment_id(name, settings["uri"], settings.get("artifact_location"))
+
+
 # ------------------------------------------------------------------------- runs
 class TrackedRun:
     """Logging calls for one MLflow run."""

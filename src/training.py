@@ -88,22 +88,15 @@ def run(
     dataset = load_dataset(plain["data"])
     loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
 
-    experiment = _experiment(plain)  # imports MLflow: only once the config is known good
+    from src import tracking  # MLflow is imported only once the config is known good
+
+    experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
     models = build_models(plain, dataset, loss, only=only)
     if into is not None:
         flat = len(models) == 1
         return _run_models(into, plain, dataset, models, experiment, listeners, flat=flat)
     with _invocation_run(plain, experiment, parent_run_id) as parent:
         return _run_models(parent, plain, dataset, models, experiment, listeners, flat=False)
-
-
-def _experiment(plain: Mapping[str, Any]) -> str:
-    """Connects to the tracking store and returns the run's MLflow experiment id."""
-    from src import tracking
-
-    settings = plain["tracking"]
-    tracking.connect(settings["uri"])
-    return tracking.experiment_id(plain["experiment_name"], settings["uri"], settings["artifact_location"])
 
 
 def _invocation_run(
@@ -138,9 +131,10 @@ def _log_config(tracked: TrackedRun, plain: Mapping[str, Any]) -> dict[str, Any]
 
 def _run_lesson(plain: Mapping[str, Any], parent_run_id: str | None) -> Metrics:
     """A lesson without a dataset (``lesson.kind``), under a parent run of its own."""
+    from src import tracking
     from src.lessons import run_gd_quadratic
 
-    experiment = _experiment(plain)
+    experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
     tags = {"experiment": plain["experiment_name"], "lesson": plain["lesson"]["kind"]}
     with _invocation_run(plain, experiment, parent_run_id, tags) as parent:
         _log_config(parent, plain)

@@ -72,11 +72,7 @@ class TrialObjective:
         except MlplabError as exc:
             _failed_for_good(trial, exc)
             raise
-        uri = plain["tracking"]["uri"]
-        tracking.connect(uri)
-        experiment = tracking.experiment_id(
-            plain["experiment_name"], uri, plain["tracking"]["artifact_location"]
-        )
+        experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
         tags = {"optuna.study": self.spec.study_name, "optuna.trial": trial.number, STATE_TAG: "RUNNING"}
         reporter = PruningReporter(trial, self.spec.objectives[0].report, self.prune)
         with tracking.run(
