@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from src.errors import MlplabError
@@ -90,5 +89,3 @@ def missing_files_error(dataset: str, directory: Path, why: BaseException) -> Da
         "or point data.dir (or MLPLAB_DATA_DIR) at a folder that has them"
     )
 
-
-Downloader = Callable[[], Mapping[str, object]]
