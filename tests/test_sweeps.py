@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from src.errors import ConfigError
 from src.sweeps.spec import load_spec
-from src.sweeps.storage import HEARTBEAT_ATTR, open_storage
+from src.sweeps.storage import HEARTBEAT_ATTR, journal_path, open_storage
 from src.sweeps.study import counted_trials
 from tests.conftest import ROOT, run_cli
 
@@ -28,7 +28,7 @@ SWEEPS = ROOT / "sweeps"
 
 def load_study(cwd: Path, name: str) -> optuna.Study:
     """The study a sweep run from ``cwd`` keeps in its default journal."""
-    path = cwd / "mlruns" / "optuna" / f"{name}.journal"
+    path = cwd / journal_path(None, name)
     if not path.exists():
         raise FileNotFoundError(path)
     storage = open_storage(str(path), name, heartbeat_interval=10, heartbeat_grace=30)

@@ -95,8 +95,8 @@ def open_storage(
             on_stale(study, trial)
         retry(study, trial)
 
-    if url is None or "://" not in url:
-        path = Path(url) if url else LOCAL_DIR / f"{study_name}.journal"
+    path = journal_path(url, study_name)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return HeartbeatJournalStorage(backend, heartbeat_interval, heartbeat_grace, stale)
@@ -123,6 +123,14 @@ def retry_callback() -> StaleCallback:
         return RetryHeartbeatStaleTrialCallback(max_retry=3)
 
 
+def journal_path(url: str | None, study_name: str) -> Path | None:
+    """The journal file of a local study (``url`` a path, or the default), None for an RDB URL."""
+    if url and "://" in url:
+        return None
+    return Path(url) if url else LOCAL_DIR / f"{study_name}.journal"
+
+
 def describe(url: str | None, study_name: str) -> str:
     """The storage as shown to users (password redacted)."""
-    return redact(url) if url and "://" in url else str(Path(url) if url else LOCAL_DIR / f"{study_name}.journal")
+    path = journal_path(url, study_name)
+    return redact(url) if path is None else str(path)
