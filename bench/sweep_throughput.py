@@ -1,11 +1,15 @@
-"""Wall time of a whole sweep with 1 and with 2 worker processes.
+"""Wall time of a whole sweep with 1 and with 2 worker processes, and of the same
+search run as separate ``python -m src.train`` invocations.
 
-Each run starts from an empty study in a fresh directory (TensorFlow import
-included) and tracks into a throw-away MLflow store. Prints a table and the
-speed-up of 2 workers over 1.
+Each sweep starts from an empty study in a fresh directory (TensorFlow import
+included) and tracks into a throw-away MLflow store. The separate-process figure
+re-runs the trials of the 1-worker sweep (the same sampled values, the same
+trial overrides: no baselines, no logged models) one ``src.train`` process after
+another, as a user without the sweep runner would. Prints a table of medians and
+the ratios measured in the same run.
 
     python bench/sweep_throughput.py [--sweep sweeps/xor_lr_activation.yaml]
-        [--workers 1 2] [--repeats 1] [key=value ...]
+        [--workers 1 2] [--repeats 1] [--no-separate] [key=value ...]
 """
 
 from __future__ import annotations
@@ -20,21 +24,52 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from src.sweeps.spec import SweepSpec, load_spec  # noqa: E402
+from src.sweeps.trial import TRIAL_OVERRIDES  # noqa: E402
 
 
-def sweep_seconds(sweep: Path, workers: int, extra: list[str]) -> tuple[float, str]:
+def _env(tmp: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+
+
+def sweep_seconds(spec: SweepSpec, sweep: Path, workers: int, extra: list[str]) -> tuple[float, str, list[dict]]:
+    """Seconds of one sweep from an empty study, its ``Done:`` line, and its trials' sampled values."""
+    import optuna
+
+    from src.sweeps.storage import journal_path
+
     with tempfile.TemporaryDirectory(prefix="mlplab-sweep-bench-") as tmp:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         started = time.perf_counter()
         result = subprocess.run(
             [sys.executable, "-m", "src.sweep", str(sweep), f"workers={workers}", *extra],
-            cwd=tmp, env=env, capture_output=True, text=True,
+            cwd=tmp, env=_env(tmp), capture_output=True, text=True,
         )
         seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"sweep failed ({result.returncode}):\n{result.stderr[-2000:]}")
+        if result.returncode != 0:
+            sys.exit(f"sweep failed ({result.returncode}):\n{result.stderr[-2000:]}")
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(Path(tmp) / journal_path(None, spec.study_name)))
+        )
+        trials = optuna.load_study(study_name=spec.study_name, storage=storage).get_trials(deepcopy=False)
     done = next((line for line in result.stdout.splitlines() if line.startswith("Done:")), "")
-    return seconds, done
+    return seconds, done, [t.params for t in trials if t.params]
+
+
+def separate_seconds(spec: SweepSpec, values: list[dict]) -> float:
+    """Seconds to train every trial's values with its own ``python -m src.train`` process."""
+    with tempfile.TemporaryDirectory(prefix="mlplab-separate-bench-") as tmp:
+        started = time.perf_counter()
+        for trial_values in values:
+            overrides = [*spec.trial_overrides(trial_values), *TRIAL_OVERRIDES]
+            result = subprocess.run(
+                [sys.executable, "-m", "src.train", *overrides],
+                cwd=tmp, env=_env(tmp), capture_output=True, text=True,
+            )
+            if result.returncode != 0:
+                sys.exit(f"src.train failed ({result.returncode}):\n{result.stderr[-2000:]}")
+        return time.perf_counter() - started
 
 
 def main() -> None:
@@ -42,20 +77,30 @@ def main() -> None:
     parser.add_argument("--sweep", type=Path, default=ROOT / "sweeps" / "xor_lr_activation.yaml")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--no-separate", action="store_true", help="skip the separate-process baseline")
     parser.add_argument("extra", nargs="*", help="more sweep arguments, e.g. n_trials=30")
     args = parser.parse_args()
+    spec = load_spec(args.sweep)
 
-    medians = {}
+    medians: dict[str, float] = {}
+    trial_values: list[dict] = []
     print(f"{args.sweep.name} {' '.join(args.extra)}, median of {args.repeats}, {os.cpu_count()} cores")
-    print(f"{'workers':>8}  {'seconds':>9}  result")
+    print(f"{'how':<28}{'seconds':>9}  result")
     for workers in args.workers:
-        runs = [sweep_seconds(args.sweep, workers, args.extra) for _ in range(args.repeats)]
-        medians[workers] = statistics.median(seconds for seconds, _ in runs)
-        print(f"{workers:>8}  {medians[workers]:>9.1f}  {runs[-1][1]}", flush=True)
-    if 1 in medians:
-        for workers, seconds in medians.items():
+        runs = [sweep_seconds(spec, args.sweep, workers, args.extra) for _ in range(args.repeats)]
+        medians[f"{workers} worker(s)"] = statistics.median(seconds for seconds, _, _ in runs)
+        trial_values = trial_values or runs[-1][2]
+        print(f"{f'sweep, {workers} worker(s)':<28}{medians[f'{workers} worker(s)']:>9.1f}  {runs[-1][1]}", flush=True)
+    if not args.no_separate and trial_values:
+        medians["separate"] = statistics.median(separate_seconds(spec, trial_values) for _ in range(args.repeats))
+        print(f"{f'{len(trial_values)} separate src.train':<28}{medians['separate']:>9.1f}", flush=True)
+    one = medians.get("1 worker(s)")
+    if one:
+        for workers in args.workers:
             if workers != 1:
-                print(f"speed-up of {workers} workers over 1: {medians[1] / seconds:.2f}x")
+                print(f"speed-up of {workers} workers over 1: {one / medians[f'{workers} worker(s)']:.2f}x")
+        if "separate" in medians:
+            print(f"speed-up of the 1-worker sweep over separate processes: {medians['separate'] / one:.1f}x")
 
 
 if __name__ == "__main__":

@@ -292,6 +292,8 @@ TRAINER: Fields = {
     "loss": Nullable(Choice(LOSSES)),
     "shuffle": Boolean(),
     "verbose": Choice([0, 1, 2]),
+    "engine": Choice(["auto", "fit", "compiled"]),
+    "jit_compile": Choice(["auto", True, False]),
 }
 EARLY_STOPPING: Fields = {
     "enabled": Boolean(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import mlflow
 import numpy as np
 import pytest
@@ -104,13 +106,16 @@ def test_epoch_metrics_are_written_in_batches():
             self.batches = []
 
         def log_batch(self, run_id, metrics):
+            assert threading.current_thread() is not main  # training does not wait for the store
             self.batches.append(list(metrics))
 
+    main = threading.current_thread()
     fake = CountingClient()
     logger = tracking.EpochMetricLogger(fake, "run", flush_every=100, flush_seconds=3600)
     for epoch in range(1, 301):
         logger.on_epoch_end(epoch, {"loss": 1.0 / epoch, "accuracy": 0.5})
     logger.on_train_end()
+    logger.flush()
     assert len(fake.batches) == 3
     assert sum(len(batch) for batch in fake.batches) == 600
     assert {m.step for m in fake.batches[-1]} == set(range(201, 301))

@@ -1,0 +1,132 @@
+"""MNIST epoch time of the seed model: plain ``fit``, mlplab's path, and scikit-learn.
+
+For batch sizes 32 and 128, trains the MNIST experiment's model (784-128-10, ReLU,
+dropout 0.2, Adam) for a few epochs with ``trainer.engine=fit`` (plain
+``keras.Model.fit``) and with the default engine, and scikit-learn's
+``MLPClassifier(128)`` with the same batch size on the same rows. Prints the
+steady epoch time (median of the epochs after the first, which traces), the
+achieved training GFLOP/s, and the fraction of this machine's float32 matmul
+peak, which the script measures itself.
+
+    python bench/mnist_epoch.py [--epochs 4] [--batch-sizes 32 128] [--xla]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from src.config import compose, resolve_loss, validate  # noqa: E402
+from src.models.base import EpochListener  # noqa: E402
+from src.training import build_models, load_dataset, seed_everything  # noqa: E402
+
+
+class EpochClock(EpochListener):
+    def __init__(self) -> None:
+        self.times = [time.perf_counter()]
+
+    def on_epoch_end(self, epoch: int, logs: object) -> None:
+        self.times.append(time.perf_counter())
+
+    def steady(self) -> float:
+        return statistics.median(np.diff(self.times)[1:])
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best float32 matmul rate of TensorFlow and NumPy on this machine."""
+    import tensorflow as tf
+
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    best = 0.0
+    for name, matmul in (("tf", lambda: tf.linalg.matmul(ta, ta).numpy()), ("numpy", lambda: a @ a)):
+        ta = tf.constant(a)
+        matmul()
+        seconds = min(_timed(matmul) for _ in range(repeats))
+        best = max(best, 2 * n**3 / seconds / 1e9)
+    return best
+
+
+def _timed(fn: object) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def training_flops_per_sample(layer_sizes: list[int]) -> int:
+    """Multiply-adds x2 of forward, weight gradients, and input gradients past the first layer."""
+    flops = 0
+    for i, (n_in, n_out) in enumerate(zip(layer_sizes, layer_sizes[1:])):
+        flops += 2 * n_in * n_out * (3 if i else 2)
+    return flops
+
+
+def keras_epoch(batch_size: int, epochs: int, engine: str, extra: list[str]) -> tuple[float, float]:
+    plain = validate(compose(["+experiment=mnist", f"trainer.batch_size={batch_size}",
+                              f"trainer.epochs={epochs}", f"trainer.engine={engine}", *extra]))
+    dataset = load_dataset(plain["data"])
+    loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
+    seed_everything(plain["seed"])
+    estimator = build_models(plain, dataset, loss, only=["keras_mlp"])["keras_mlp"].estimator
+    clock = EpochClock()
+    estimator.fit(dataset.x_train, dataset.y_train, validation_data=dataset.validation_data, listeners=[clock])
+    return clock.steady(), estimator.score(dataset.x_test, dataset.y_test)
+
+
+def sklearn_epoch(batch_size: int, epochs: int) -> tuple[float, float]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    plain = validate(compose(["+experiment=mnist"]))
+    dataset = load_dataset(plain["data"])
+    model = MLPClassifier((128,), batch_size=batch_size, max_iter=1, warm_start=True, random_state=0)
+    clock = EpochClock()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for epoch in range(epochs):
+            model.fit(dataset.x_train, dataset.y_train)
+            clock.on_epoch_end(epoch + 1, {})
+    return clock.steady(), model.score(dataset.x_test, dataset.y_test)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--xla", action="store_true", help="also time the compiled engine forced onto XLA")
+    args = parser.parse_args()
+
+    peak = matmul_peak_gflops()
+    plain = validate(compose(["+experiment=mnist"]))
+    dataset = load_dataset(plain["data"])
+    n_rows = len(dataset.x_train)
+    sizes = [dataset.n_features, *plain["model"]["hidden_units"], dataset.n_classes]
+    flops = training_flops_per_sample(sizes) * n_rows
+    print(f"MNIST {n_rows} training rows, layers {'-'.join(map(str, sizes))}, "
+          f"{flops / 1e9:.1f} GFLOP per training epoch; {os.cpu_count()} cores, "
+          f"float32 matmul peak {peak:.0f} GFLOP/s (measured)")
+    print(f"steady epoch: median of epochs 2-{args.epochs}\n")
+    print(f"{'batch':>5}  {'what':<34}{'epoch (s)':>10}{'GFLOP/s':>9}{'of peak':>8}{'test acc':>9}{'vs fit':>8}")
+    for batch in args.batch_sizes:
+        rows = [("keras fit (trainer.engine=fit)", keras_epoch(batch, args.epochs, "fit", [])),
+                ("mlplab (trainer.engine=auto)", keras_epoch(batch, args.epochs, "auto", []))]
+        if args.xla:
+            rows.append(("compiled + XLA", keras_epoch(batch, args.epochs, "compiled", ["trainer.jit_compile=true"])))
+        rows.append((f"sklearn MLPClassifier(128)", sklearn_epoch(batch, args.epochs)))
+        fit_seconds = rows[0][1][0]
+        for what, (seconds, accuracy) in rows:
+            rate = flops / seconds / 1e9
+            print(f"{batch:>5}  {what:<34}{seconds:>10.3f}{rate:>9.1f}{rate / peak:>8.1%}"
+                  f"{accuracy:>9.4f}{fit_seconds / seconds:>7.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

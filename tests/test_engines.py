@@ -1,0 +1,141 @@
+"""The compiled engine trains as ``keras.Model.fit`` does: the same weights and
+per-epoch losses, and the same callbacks acting on it (listeners, early stopping)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from src.config import compose, resolve_loss, validate
+from src.errors import ConfigError, NonFiniteLossError
+from src.models.base import EpochListener
+from src.training import NonFiniteGuard, build_models, load_dataset, seed_everything
+
+
+def trained(*overrides: str, engine: str, listeners=()):
+    plain = validate(compose([*overrides, f"trainer.engine={engine}"]))
+    dataset = load_dataset(plain["data"])
+    seed_everything(plain["seed"])
+    estimator = build_models(plain, dataset, resolve_loss(plain["trainer"]["loss"], dataset.task),
+                             only=["keras_mlp"])["keras_mlp"].estimator
+    estimator.fit(dataset.x_train, dataset.y_train, validation_data=dataset.validation_data,
+                  listeners=listeners)
+    return estimator, dataset
+
+
+def assert_same_training(a, b, rtol=0.0, atol=0.0):
+    assert set(a.history) == set(b.history)
+    for key in a.history:
+        np.testing.assert_allclose(a.history[key], b.history[key], rtol=rtol, atol=atol, err_msg=key)
+    for wa, wb in zip(a.native.get_weights(), b.native.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("dropout", ["none", "light"])
+@pytest.mark.parametrize("experiment", ["xor", "iris"])
+def test_compiled_engine_matches_fit(experiment, optimizer, dropout):
+    overrides = [f"+experiment={experiment}", f"optimizer={optimizer}", f"dropout={dropout}",
+                 "trainer.epochs=60", "optimizer.learning_rate=0.1"]
+    fit, _ = trained(*overrides, engine="fit")
+    compiled, _ = trained(*overrides, engine="compiled")
+    assert compiled.resolved_engine(np.zeros((4, 2), np.float32)) == "compiled"
+    assert len(compiled.history["loss"]) == 60
+    # Full batch without XLA runs the very same ops: equal to float32 rounding.
+    assert_same_training(fit, compiled, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_engine_with_xla_matches_fit_within_float32_rounding():
+    overrides = ["+experiment=iris", "trainer.epochs=100"]
+    fit, _ = trained(*overrides, engine="fit")
+    xla, _ = trained(*overrides, "trainer.jit_compile=true", engine="compiled")
+    assert xla.resolved_jit_compile(120, 120)
+    assert_same_training(fit, xla, rtol=1e-4, atol=1e-4)
+
+
+def test_early_stopping_stops_both_engines_at_the_same_epoch_with_the_best_weights():
+    overrides = ["+experiment=iris", "data.val_size=0.2", "trainer.epochs=400", "optimizer.learning_rate=0.1",
+                 "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=5"]
+    fit, dataset = trained(*overrides, engine="fit")
+    compiled, _ = trained(*overrides, engine="compiled")
+    stopped = len(compiled.history["loss"])
+    assert stopped < 400
+    assert_same_training(fit, compiled, rtol=1e-5, atol=1e-6)
+    best = int(np.argmin(compiled.history["val_loss"]))
+    assert compiled.loss(dataset.x_val, dataset.y_val) == pytest.approx(compiled.history["val_loss"][best], rel=1e-4)
+
+
+class Recorder(EpochListener):
+    def __init__(self):
+        self.epochs, self.ended = [], 0
+
+    def on_epoch_end(self, epoch, logs):
+        self.epochs.append((epoch, sorted(logs)))
+
+    def on_train_end(self):
+        self.ended += 1
+
+
+def test_listeners_hear_every_epoch_in_order_across_chunks():
+    recorder = Recorder()
+    estimator, _ = trained("+experiment=xor", "trainer.epochs=600", engine="compiled", listeners=[recorder])
+    assert [epoch for epoch, _ in recorder.epochs] == list(range(1, 601))  # chunks of 256 epochs
+    assert all(keys == ["accuracy", "loss"] for _, keys in recorder.epochs)
+    assert recorder.ended == 1
+    assert estimator.history["loss"][-1] < estimator.history["loss"][0]
+
+
+def test_non_finite_loss_stops_the_compiled_engine_at_its_epoch():
+    recorder = Recorder()
+    with pytest.raises(NonFiniteLossError) as caught:
+        trained("+experiment=iris", "optimizer=sgd", "optimizer.learning_rate=1e6", "trainer.epochs=50",
+                engine="compiled", listeners=[NonFiniteGuard(), recorder])
+    # the guard raised at the first non-finite epoch of the chunk; later listeners heard none after it
+    assert recorder.epochs[-1][0] == caught.value.epoch - 1
+    assert caught.value.epoch < 50
+
+
+def test_mini_batches_are_shuffled_reproducibly_and_learn():
+    # 120 rows in batches of 16: seven full batches and a tail of 8, reshuffled every epoch
+    overrides = ["+experiment=iris", "trainer.batch_size=16", "trainer.epochs=40",
+                 "data.val_size=0.2", "optimizer.learning_rate=0.01"]
+    first, dataset = trained(*overrides, engine="compiled")
+    again, _ = trained(*overrides, engine="compiled")
+    unshuffled, _ = trained(*overrides, "trainer.shuffle=false", engine="compiled")
+    assert_same_training(first, again)
+    assert first.history["loss"] != unshuffled.history["loss"]
+    assert len(first.history["val_accuracy"]) == 40
+    assert first.score(dataset.x_test, dataset.y_test) >= 0.9
+
+
+def test_mini_batches_without_shuffle_match_fit():
+    overrides = ["+experiment=iris", "trainer.batch_size=32", "trainer.epochs=20", "trainer.shuffle=false"]
+    fit, _ = trained(*overrides, engine="fit")
+    compiled, _ = trained(*overrides, engine="compiled")
+    assert_same_training(fit, compiled, rtol=1e-5, atol=1e-6)
+
+
+def test_engine_choices_are_validated():
+    with pytest.raises(ConfigError, match=r"trainer.engine='turbo': expected one of auto, fit, compiled"):
+        validate(compose(["+experiment=xor", "trainer.engine=turbo"]))
+    with pytest.raises(ConfigError, match=r"trainer.jit_compile='yes'"):
+        validate(compose(["+experiment=xor", "trainer.jit_compile=yes"]))
+
+
+def test_auto_engine_and_xla_choices():
+    estimator, dataset = trained("+experiment=xor", "trainer.epochs=1", engine="auto")
+    assert estimator.resolved_engine(dataset.x_train) == "compiled"
+    assert not estimator.resolved_jit_compile(4, 4)  # 1 step: XLA would not pay
+    estimator.epochs = 10
+    assert estimator.resolved_jit_compile(54000, 32)  # MNIST-sized, no dropout
+    estimator.dropout_rate = 0.2
+    assert not estimator.resolved_jit_compile(54000, 32)  # XLA's CPU random numbers are slow
+
+
+def test_verbose_compiled_training_prints_a_line_per_epoch(capsys):
+    trained("+experiment=xor", "trainer.epochs=3", "trainer.verbose=2", engine="compiled")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    assert len(lines) == 3
+    assert re.fullmatch(r"Epoch 1/3 - accuracy: [\d.]+ - loss: [\d.]+", lines[0])
