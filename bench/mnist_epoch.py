@@ -46,9 +46,9 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
     import tensorflow as tf
 
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    ta = tf.constant(a)
     best = 0.0
-    for name, matmul in (("tf", lambda: tf.linalg.matmul(ta, ta).numpy()), ("numpy", lambda: a @ a)):
-        ta = tf.constant(a)
+    for matmul in (lambda: tf.linalg.matmul(ta, ta).numpy(), lambda: a @ a):
         matmul()
         seconds = min(_timed(matmul) for _ in range(repeats))
         best = max(best, 2 * n**3 / seconds / 1e9)
@@ -64,7 +64,7 @@ def _timed(fn: object) -> float:
 def training_flops_per_sample(layer_sizes: list[int]) -> int:
     """Multiply-adds x2 of forward, weight gradients, and input gradients past the first layer."""
     flops = 0
-    for i, (n_in, n_out) in enumerate(zip(layer_sizes, layer_sizes[1:])):
+    for i, (n_in, n_out) in enumerate(zip(layer_sizes, layer_sizes[1:], strict=False)):
         flops += 2 * n_in * n_out * (3 if i else 2)
     return flops
 
@@ -120,7 +120,7 @@ def main() -> None:
                 ("mlplab (trainer.engine=auto)", keras_epoch(batch, args.epochs, "auto", []))]
         if args.xla:
             rows.append(("compiled + XLA", keras_epoch(batch, args.epochs, "compiled", ["trainer.jit_compile=true"])))
-        rows.append((f"sklearn MLPClassifier(128)", sklearn_epoch(batch, args.epochs)))
+        rows.append(("sklearn MLPClassifier(128)", sklearn_epoch(batch, args.epochs)))
         fit_seconds = rows[0][1][0]
         for what, (seconds, accuracy) in rows:
             rate = flops / seconds / 1e9

@@ -8,6 +8,7 @@ allowed.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -409,17 +410,27 @@ def _resolve(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- composing
+_ABSENT = object()
+
+
 class Composer:
     """Composes run configs from ``conf/`` with Hydra's compose API.
 
     Use as a context manager; compose many configs inside one ``with`` block
-    (a sweep composes one per trial).
+    (a sweep composes one per trial). Hydra composes in about 0.3 s, re-reading
+    every file; since it applies plain value changes (``optimizer.learning_rate=0.1``)
+    last, after the files are merged, the composer keeps the merge of the other
+    overrides and applies the value changes to a copy of it, as Hydra would.
     """
+
+    _CACHE_SIZE = 16
 
     def __init__(self, config_dir: Path = CONF_DIR, config_name: str = CONFIG_NAME) -> None:
         self.config_dir = config_dir
         self.config_name = config_name
         self._context: Any = None
+        self._merged: dict[tuple[str, ...], DictConfig] = {}
+        self._groups: dict[str, list[str]] = {}
 
     def __enter__(self) -> Composer:
         GlobalHydra.instance().clear()
@@ -435,17 +446,53 @@ class Composer:
         self._context.__exit__(*exc)
 
     def group_options(self, group: str) -> list[str]:
-        return GlobalHydra.instance().config_loader().get_group_options(group)
+        """The options of a config group (empty for a key that is not a group)."""
+        if group not in self._groups:  # Hydra lists the directory on every call
+            self._groups[group] = GlobalHydra.instance().config_loader().get_group_options(group)
+        return self._groups[group]
 
     def compose(self, overrides: Sequence[str] = ()) -> DictConfig:
         """Composes one config; raises ConfigError for unknown options or keys."""
         overrides = list(overrides)
-        for override in parse_overrides(overrides):
+        parsed = parse_overrides(overrides)
+        for override in parsed:
             self._check_group_choice(override)
+        files = tuple(text for text, o in zip(overrides, parsed, strict=True) if not self._is_value_change(o))
+        merged = self._merged.get(files)
+        if merged is None:
+            merged = self._hydra_compose(list(files))
+            if len(self._merged) >= self._CACHE_SIZE:
+                self._merged.pop(next(iter(self._merged)))
+            self._merged[files] = merged
+        changes = [o for o in parsed if self._is_value_change(o)]
+        if any(OmegaConf.select(merged, o.key_or_group, default=_ABSENT) is _ABSENT for o in changes):
+            return self._hydra_compose(overrides)  # Hydra's own error for the unknown key
+        cfg = copy.deepcopy(merged)
+        for override in changes:
+            OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+        return cfg
+
+    def _hydra_compose(self, overrides: list[str]) -> DictConfig:
         try:
             return hydra_compose(self.config_name, overrides=overrides)
         except (HydraException, OmegaConfBaseException) as exc:
             raise self._explain(exc, overrides) from None
+
+    def _is_value_change(self, override: Any) -> bool:
+        """Whether Hydra would apply ``override`` after merging the files: it sets a
+        plain value of an existing key, rather than choosing a group option, adding,
+        deleting, sweeping or touching Hydra's own settings."""
+        key = override.key_or_group
+        return not (
+            override.is_add()
+            or override.is_force_add()
+            or override.is_delete()
+            or override.is_sweep_override()
+            or override.package is not None
+            or key.startswith("hydra")
+            or self.group_options(key)
+            or isinstance(override.value(), dict)
+        )
 
     def _check_group_choice(self, override: Any) -> None:
         group = override.key_or_group

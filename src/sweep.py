@@ -94,27 +94,65 @@ def sweep(options: SweepOptions) -> Any:
     base_cfg = compose(spec.base_overrides())
     plain = validate(base_cfg)
 
+    from src.sweeps.summary import OUTPUT_DIR
+    from src.sweeps.workers import start_workers, stop_workers
+
+    # Workers start first: their TensorFlow import (several seconds) overlaps the
+    # parent's set-up and baselines. Until they get a job they can simply be stopped.
+    log_dir = None if options.verbose else OUTPUT_DIR / spec.study_name
+    workers = start_workers(
+        options.workers, [None if log_dir is None else log_dir / f"worker-{i}.log" for i in range(options.workers)]
+    )
+    try:
+        study, experiment, recovered = _open(options, spec, plain)
+        return _run(options, spec, base_cfg, plain, workers, study, experiment, recovered)
+    except BaseException:
+        stop_workers([w.process for w in workers])  # those still waiting for a job, if any
+        raise
+
+
+def _open(options: SweepOptions, spec: Any, plain: dict[str, Any]) -> tuple[Any, str, list[int]]:
+    """Opens (or creates) the study and the MLflow experiment; fails orphaned trials."""
     import optuna
 
     from src import tracking
     from src.sweeps.storage import describe
-    from src.sweeps.study import counted_trials
-    from src.sweeps.summary import OUTPUT_DIR, log_to_run, summarize, top_trials_table, train_command, write_best_config
-    from src.sweeps.workers import WorkerJob, open_study, recover_orphans, run_workers
-    from src.training import comparison_table, run
+    from src.sweeps.workers import open_study, recover_orphans
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    epochs = plain["trainer"]["epochs"]
-    uri = plain["tracking"]["uri"]
-    study = open_study(spec, options.storage, epochs, create=True)
+    study = open_study(spec, options.storage, plain["trainer"]["epochs"], create=True)
     if [d.name.lower() for d in study.directions] != spec.directions:
         raise ConfigError(
             f"study {spec.study_name} in {describe(options.storage, spec.study_name)} optimizes "
             f"{[d.name.lower() for d in study.directions]}, not {spec.directions}; use another study_name"
         )
     experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
-    recovered = recover_orphans(study)
+    return study, experiment, recover_orphans(study)
 
+
+def _run(
+    options: SweepOptions,
+    spec: Any,
+    base_cfg: Any,
+    plain: dict[str, Any],
+    workers: list[Any],
+    study: Any,
+    experiment: str,
+    recovered: list[int],
+) -> Any:
+    """Opens the sweep's MLflow run, trains the baselines, hands the workers their
+    jobs, watches them, and summarizes."""
+    from src import tracking
+    from src.sweeps.storage import describe
+    from src.sweeps.study import counted_trials
+    from src.sweeps.summary import (
+        OUTPUT_DIR, log_to_run, prepare_plots, summarize, top_trials_table, train_command, write_best_config,
+    )
+    from src.sweeps.workers import WorkerJob, interrupt_workers, run_workers, send_jobs
+    from src.training import comparison_table, run
+
+    epochs = plain["trainer"]["epochs"]
+    uri = plain["tracking"]["uri"]
     done = len(counted_trials(study))
     target = f"{spec.n_trials} trials" if spec.n_trials else "no trial limit"
     timeout = f", for at most {spec.timeout:g} s" if spec.timeout else ""
@@ -131,32 +169,34 @@ def sweep(options: SweepOptions) -> Any:
         run_id=run_id,
         tags={"optuna.study": spec.study_name, "sweep": spec.path.name, "kind": "sweep"},
     ) as parent:
-        if run_id is None:
-            study.set_user_attr(RUN_ATTR, parent.run_id)
-            parent.log_params(
-                {"sweep.file": spec.path.name, "sweep.experiment": spec.experiment,
-                 "sweep.objectives": ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives),
-                 "sweep.sampler": spec.sampler["name"], "sweep.pruner": spec.pruner["name"],
-                 "sweep.overrides": " ".join([*spec.overrides, *spec.extra_overrides]),
-                 **{f"space.{p.key}": _describe_param(p) for p in spec.params}}
-            )
-            parent.log_artifact(spec.path)
-        if plain["baselines"] and BASELINES_ATTR not in study.user_attrs:
-            print("Training the baselines once for the whole sweep ...")
-            results = run(base_cfg, parent_run_id=parent.run_id, only=list(plain["baselines"]))
-            print(comparison_table(results))
-            study.set_user_attr(BASELINES_ATTR, "done")
-
         progress = _Progress(study, spec)
-        threads = max(1, (os.cpu_count() or 1) // options.workers)
-        deadline = time.time() + spec.timeout if spec.timeout else None
-        log_dir = None if options.verbose else OUTPUT_DIR / spec.study_name
-        jobs = [
-            WorkerJob(spec, options.storage, uri, parent.run_id, epochs, index, threads, deadline,
-                      None if log_dir is None else log_dir / f"worker-{index}.log")
-            for index in range(options.workers)
-        ]
-        run_workers(jobs, study, progress.update)
+        try:
+            if run_id is None:
+                study.set_user_attr(RUN_ATTR, parent.run_id)
+                parent.log_params(
+                    {"sweep.file": spec.path.name, "sweep.experiment": spec.experiment,
+                     "sweep.objectives": ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives),
+                     "sweep.sampler": spec.sampler["name"], "sweep.pruner": spec.pruner["name"],
+                     "sweep.overrides": " ".join([*spec.overrides, *spec.extra_overrides]),
+                     **{f"space.{p.key}": _describe_param(p) for p in spec.params}}
+                )
+                parent.log_artifact(spec.path)
+            deadline = time.time() + spec.timeout if spec.timeout else None
+            send_jobs(workers, [
+                WorkerJob(spec, options.storage, uri, parent.run_id, epochs, index, deadline)
+                for index in range(len(workers))
+            ])
+            if plain["baselines"] and BASELINES_ATTR not in study.user_attrs:
+                print("Training the baselines once for the whole sweep ...")
+                results = run(base_cfg, parent_run_id=parent.run_id, only=list(plain["baselines"]))
+                print(comparison_table(results))
+                study.set_user_attr(BASELINES_ATTR, "done")
+            prepare_plots()  # while the workers run, not after the last trial
+        except BaseException as exc:
+            stopped = isinstance(exc, KeyboardInterrupt)
+            interrupt_workers(workers, study, "interrupted (Ctrl-C)" if stopped else "the sweep stopped: " + str(exc))
+            raise
+        run_workers(workers, study, progress.update)
 
         summary = summarize(study, spec, epochs)
         if summary.best:

@@ -47,6 +47,16 @@ def test_compiled_engine_matches_fit(experiment, optimizer, dropout):
     assert_same_training(fit, compiled, rtol=1e-5, atol=1e-6)
 
 
+def test_compiled_engine_matches_fit_with_an_adapted_normalization_layer():
+    for split in (0, 1):  # one structure and shape, two adaptations: no trace may keep the first's mean
+        overrides = ["+experiment=iris", "model.normalize=true", "data.standardize=false",
+                     f"data.random_state={split}", "trainer.epochs=40"]
+        fit, _ = trained(*overrides, engine="fit")
+        compiled, dataset = trained(*overrides, engine="compiled")
+        assert_same_training(fit, compiled, rtol=1e-5, atol=1e-6)
+        assert compiled.score(dataset.x_test, dataset.y_test) >= 0.9
+
+
 def test_compiled_engine_with_xla_matches_fit_within_float32_rounding():
     overrides = ["+experiment=iris", "trainer.epochs=100"]
     fit, _ = trained(*overrides, engine="fit")
@@ -80,8 +90,8 @@ class Recorder(EpochListener):
 
 def test_listeners_hear_every_epoch_in_order_across_chunks():
     recorder = Recorder()
-    estimator, _ = trained("+experiment=xor", "trainer.epochs=600", engine="compiled", listeners=[recorder])
-    assert [epoch for epoch, _ in recorder.epochs] == list(range(1, 601))  # chunks of 256 epochs
+    estimator, _ = trained("+experiment=xor", "trainer.epochs=3000", engine="compiled", listeners=[recorder])
+    assert [epoch for epoch, _ in recorder.epochs] == list(range(1, 3001))  # 12 chunks of 256 epochs
     assert all(keys == ["accuracy", "loss"] for _, keys in recorder.epochs)
     assert recorder.ended == 1
     assert estimator.history["loss"][-1] < estimator.history["loss"][0]
@@ -139,3 +149,18 @@ def test_verbose_compiled_training_prints_a_line_per_epoch(capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
     assert len(lines) == 3
     assert re.fullmatch(r"Epoch 1/3 - accuracy: [\d.]+ - loss: [\d.]+", lines[0])
+
+
+def test_models_of_one_structure_share_a_traced_program_but_no_weights():
+    from src.models import compiled
+
+    overrides = ["+experiment=xor", "trainer.epochs=37"]  # an epoch count no other test uses
+    first, _ = trained(*overrides, "optimizer.learning_rate=0.05", engine="compiled")
+    weights = first.native.get_weights()
+    program = next(reversed(compiled._programs.values()))
+    second, _ = trained(*overrides, "optimizer.learning_rate=0.2", engine="compiled")
+    assert next(reversed(compiled._programs.values())) is program  # reused, not traced again
+    reference, _ = trained(*overrides, "optimizer.learning_rate=0.2", engine="fit")
+    assert_same_training(reference, second, rtol=1e-5, atol=1e-6)  # its own learning rate and weights
+    for before, after in zip(weights, first.native.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)  # training the second left the first alone

@@ -14,12 +14,24 @@ Because the step is Keras's own, a full-batch run without XLA reproduces
 ``fit`` bit for bit (same weights, same per-epoch losses); with XLA, or with
 several shuffled batches per epoch (whose order is drawn here, reproducibly, not
 by ``tf.data``), results agree within float32 rounding or in distribution.
+
+Tracing that function costs about 0.3 s, more than a whole XOR training, so the
+traced program is kept per model structure (:func:`structure_key`, plus the
+constants a trace holds, such as a Normalization layer's adapted mean) and reused
+by later models of the same structure in the process, such as the trials of a sweep
+that differ only in learning rate. It trains a private copy of the structure: the
+model's state (weights, seeds, optimizer slots and learning rate) is copied in
+before training and out after, so no two models ever share variables.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -27,8 +39,24 @@ import numpy as np
 import tensorflow as tf
 
 STEPS_PER_CALL = 256
-"""Steps one call aims at: enough that the call's own cost (~0.2 ms) is small,
-few enough that per-epoch listeners (pruning) hear back soon."""
+"""Steps one call aims at at most: enough that the call's own cost (~0.2 ms) is small."""
+MIN_CALLS = 10
+"""Calls a training is split into at least, so that per-epoch listeners hear back
+while it runs: a pruner stops a trial within a tenth of its epochs."""
+PROGRAM_CACHE_SIZE = 8
+"""Traced programs kept per process (each holds a copy of its model structure)."""
+
+
+@dataclass
+class _Program:
+    """A traced chunk function and the private model it trains."""
+
+    runner: keras.Model
+    function: Any
+    keys: list[str]
+
+
+_programs: OrderedDict[str, _Program] = OrderedDict()
 
 
 class CompiledLoop:
@@ -44,8 +72,9 @@ class CompiledLoop:
         seed: Seeds the per-epoch shuffles (stateless, so the same seed gives the
             same orders).
         jit_compile: Compile the loop with XLA.
-        chunk_epochs: Epochs per call; None picks about ``STEPS_PER_CALL`` steps
-            per call (one epoch per call when ``epoch_by_epoch``).
+        chunk_epochs: Epochs per call; None picks at most ``STEPS_PER_CALL`` steps
+            and at most a ``MIN_CALLS``-th of the epochs per call (one epoch per
+            call when ``epoch_by_epoch``).
     """
 
     def __init__(
@@ -84,64 +113,102 @@ class CompiledLoop:
         Returns:
             The per-epoch logs, as ``keras.Model.fit``'s ``history.history``.
         """
-        model = self.model
         n = len(x)
         batch = n if not self.batch_size or self.batch_size >= n else self.batch_size
         steps_per_epoch = math.ceil(n / batch)
-        chunk = 1 if epoch_by_epoch else self.chunk_epochs or math.ceil(STEPS_PER_CALL / steps_per_epoch)
+        if epoch_by_epoch:
+            chunk = 1
+        else:
+            chunk = self.chunk_epochs or min(
+                math.ceil(STEPS_PER_CALL / steps_per_epoch), math.ceil(epochs / MIN_CALLS)
+            )
         chunk = max(1, min(chunk, epochs))
+        data = (tf.constant(x), tf.constant(y))
+        validation = () if validation_data is None else tuple(map(tf.constant, validation_data))
+        self.model._symbolic_build(data_batch=(data[0][:batch], data[1][:batch], None))
 
-        x_t, y_t = tf.constant(x), tf.constant(y)
-        validation = None if validation_data is None else tuple(map(tf.constant, validation_data))
-        model._symbolic_build(data_batch=(x_t[:batch], y_t[:batch], None))
-        model.stop_training = False
-        train_keys = list(model.get_metrics_result())
-        keys = train_keys + ([f"val_{k}" for k in train_keys] if validation is not None else [])
-        run_chunk = tf.function(
-            self._chunk_function(x_t, y_t, validation, batch, keys, chunk),
-            jit_compile=self.jit_compile,
-        )
+        program = self._program(data, validation, batch, chunk)
+        runner = program.runner
+        copy_state(self.model, runner)
+        try:
+            history = self._train(program, data, validation, epochs, chunk, callbacks)
+        finally:
+            copy_state(runner, self.model)
+        return history
 
-        callback_list = keras.callbacks.CallbackList(list(callbacks), model=model)
+    def _train(
+        self,
+        program: _Program,
+        data: tuple[tf.Tensor, tf.Tensor],
+        validation: tuple[tf.Tensor, ...],
+        epochs: int,
+        chunk: int,
+        callbacks: Sequence[keras.callbacks.Callback],
+    ) -> dict[str, list[float]]:
+        runner, keys = program.runner, program.keys
+        runner.stop_training = False
+        callback_list = keras.callbacks.CallbackList(list(callbacks), model=runner)
         history: dict[str, list[float]] = {k: [] for k in keys}
+        seed = tf.constant(self.seed % 2**31, tf.int64)
         callback_list.on_train_begin()
         epoch = 0
-        while epoch < epochs and not model.stop_training:
+        while epoch < epochs and not runner.stop_training:
             count = min(chunk, epochs - epoch)
-            logs = {k: v.numpy() for k, v in run_chunk(tf.constant(epoch), tf.constant(count)).items()}
+            logs = program.function(data, validation, seed, tf.constant(epoch), tf.constant(count))
+            logs = {k: v.numpy() for k, v in logs.items()}
             for i in range(count):
                 epoch_logs = {k: float(logs[k][i]) for k in keys}
                 for k, value in epoch_logs.items():
                     history[k].append(value)
                 callback_list.on_epoch_end(epoch, epoch_logs)
                 epoch += 1
-                if model.stop_training:
+                if runner.stop_training:
                     break
-        model.optimizer.finalize_variable_values(model.trainable_weights)
+        runner.optimizer.finalize_variable_values(runner.trainable_weights)
         callback_list.on_train_end(logs={k: v[-1] for k, v in history.items() if v})
         return history
 
-    def _chunk_function(
-        self,
-        x: tf.Tensor,
-        y: tf.Tensor,
-        validation: tuple[tf.Tensor, tf.Tensor] | None,
-        batch: int,
-        keys: list[str],
-        chunk: int,
-    ) -> Any:
-        """The function that trains ``count`` epochs from ``start`` and returns their logs."""
-        model = self.model
-        n = int(x.shape[0])
-        full_steps, tail = divmod(n, batch)
-        seed = tf.constant(self.seed % 2**31, tf.int64)
+    def _program(
+        self, data: tuple[tf.Tensor, tf.Tensor], validation: tuple[tf.Tensor, ...], batch: int, chunk: int
+    ) -> _Program:
+        """The cached program for this model structure and these shapes, or a new one."""
+        key = json.dumps(
+            {
+                "model": structure_key(self.model),
+                "constants": _constants_digest(self.model),
+                "data": [(t.shape.as_list(), t.dtype.name) for t in (*data, *validation)],
+                "loop": [batch, chunk, self.shuffle, self.jit_compile],
+            },
+            sort_keys=True,
+        )
+        program = _programs.get(key)
+        if program is not None:
+            _programs.move_to_end(key)
+            return program
+        runner = _blank_copy(self.model, (data[0][:batch], data[1][:batch], None))
+        train_keys = list(runner.get_metrics_result())
+        keys = train_keys + ([f"val_{k}" for k in train_keys] if validation else [])
+        function = tf.function(self._chunk_function(runner, batch, keys, chunk), jit_compile=self.jit_compile)
+        program = _programs[key] = _Program(runner, function, keys)
+        if len(_programs) > PROGRAM_CACHE_SIZE:
+            _programs.popitem(last=False)
+        return program
 
-        def epoch_logs(epoch: tf.Tensor) -> list[tf.Tensor]:
+    def _chunk_function(self, model: keras.Model, batch: int, keys: list[str], chunk: int) -> Any:
+        """The function that trains ``count`` epochs from ``start`` and returns their logs."""
+        shuffle = self.shuffle
+
+        def epoch_logs(
+            data: tuple[tf.Tensor, tf.Tensor], validation: tuple[tf.Tensor, ...], seed: tf.Tensor, epoch: tf.Tensor
+        ) -> list[tf.Tensor]:
+            x, y = data
+            n = int(x.shape[0])
+            full_steps, tail = divmod(n, batch)
             model.reset_metrics()
             if full_steps == 1 and tail == 0:
                 model.train_step((x, y))
             else:
-                order = self._order(n, seed, epoch)
+                order = _order(n, seed, epoch) if shuffle else tf.range(n)
 
                 def rows(start: tf.Tensor | int, size: int) -> tuple[tf.Tensor, tf.Tensor]:
                     index = tf.slice(order, [start], [size])
@@ -155,25 +222,90 @@ class CompiledLoop:
                 if tail:
                     model.train_step(rows(full_steps * batch, tail))
             values = [tf.cast(v, tf.float32) for v in model.get_metrics_result().values()]
-            if validation is not None:
+            if validation:
                 model.reset_metrics()
                 model.test_step(validation)
                 values += [tf.cast(v, tf.float32) for v in model.get_metrics_result().values()]
             return values
 
-        def run_chunk(start: tf.Tensor, count: tf.Tensor) -> dict[str, tf.Tensor]:
+        def run_chunk(
+            data: tuple[tf.Tensor, tf.Tensor],
+            validation: tuple[tf.Tensor, ...],
+            seed: tf.Tensor,
+            start: tf.Tensor,
+            count: tf.Tensor,
+        ) -> dict[str, tf.Tensor]:
             def body(i: tf.Tensor, arrays: tuple[tf.TensorArray, ...]) -> tuple[Any, ...]:
-                values = epoch_logs(tf.cast(start + i, tf.int64))
-                return i + 1, tuple(a.write(i, v) for a, v in zip(arrays, values))
+                values = epoch_logs(data, validation, seed, tf.cast(start + i, tf.int64))
+                return i + 1, tuple(a.write(i, v) for a, v in zip(arrays, values, strict=True))
 
             arrays = tuple(tf.TensorArray(tf.float32, size=chunk) for _ in keys)
             _, arrays = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), arrays))
-            return {k: a.stack() for k, a in zip(keys, arrays)}
+            return {k: a.stack() for k, a in zip(keys, arrays, strict=True)}
 
         return run_chunk
 
-    def _order(self, n: int, seed: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
-        if not self.shuffle:
-            return tf.range(n)
-        noise = tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch]))
-        return tf.argsort(noise)
+
+def _order(n: int, seed: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+    """A permutation of ``n`` rows, fixed by the seed and the epoch."""
+    return tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch])))
+
+
+def structure_key(model: keras.Model) -> Any:
+    """What a traced training step depends on: the layers' configs and the compile
+    config, without names and without the learning rate (a variable, copied in)."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "name"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    compiled = model.get_compile_config()
+    optimizer = {k: v for k, v in compiled["optimizer"]["config"].items() if k != "learning_rate"}
+    compiled = {**compiled, "optimizer": {**compiled["optimizer"], "config": optimizer}}
+    return json.loads(json.dumps(strip({"layers": model.get_config(), "compile": compiled}), default=str))
+
+
+def _constants_digest(model: keras.Model) -> str:
+    """A digest of the state a traced step holds as constants rather than reading
+    from variables: an adapted Normalization layer's mean and variance."""
+    digest = hashlib.sha256()
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Normalization):
+            for variable in layer.variables:
+                digest.update(np.asarray(variable).tobytes())
+    return digest.hexdigest()
+
+
+def _blank_copy(model: keras.Model, data_batch: tuple[Any, ...]) -> keras.Model:
+    """A compiled, built model of the same structure, drawing no random numbers
+    (zeros and a fixed dropout seed: its state is always copied in before use)."""
+
+    def blank(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        for key in ("kernel_initializer", "bias_initializer"):
+            if key in config:
+                config[key] = "zeros"
+        if isinstance(layer, keras.layers.Dropout):
+            config["seed"] = 0
+        return layer.__class__.from_config(config)
+
+    runner = keras.models.clone_model(model, clone_function=blank)
+    runner.compile_from_config(model.get_compile_config())
+    runner._symbolic_build(data_batch=data_batch)
+    return runner
+
+
+def copy_state(source: keras.Model, target: keras.Model) -> None:
+    """Copies every variable of a model and its optimizer into another of the same structure."""
+    pairs = [(source.variables, target.variables), (source.optimizer.variables, target.optimizer.variables)]
+    for sources, targets in pairs:
+        if len(sources) != len(targets):
+            raise ValueError(f"models differ in structure: {len(sources)} vs {len(targets)} variables")
+        for a, b in zip(sources, targets, strict=True):
+            b.assign(a)
+    for layer in target._flatten_layers():
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()  # its call uses tensors made from the variables, not them

@@ -1,8 +1,11 @@
 """Long-lived worker processes that share one study, and the parent that watches them.
 
-Each worker imports TensorFlow once, keeps its Hydra composer and loaded code for
-the whole sweep, and runs trials until the study holds ``n_trials``. TensorFlow's
-threads are split between the workers so they do not fight over the cores.
+Workers are started first thing: each imports TensorFlow (several seconds) while
+the parent opens the study and the MLflow run and trains the baselines, then
+receives its :class:`WorkerJob` through a pipe. It keeps its Hydra composer and
+loaded code for the whole sweep, and runs trials until the study holds
+``n_trials``. TensorFlow's threads are split between the workers so they do not
+fight over the cores.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -17,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import optuna
@@ -30,7 +35,7 @@ log = logging.getLogger("mlplab")
 
 @dataclass(frozen=True)
 class WorkerJob:
-    """What a worker process needs; picklable for the ``spawn`` start method."""
+    """What a started worker is sent once the sweep is set up (picklable)."""
 
     spec: SweepSpec
     storage_url: str | None
@@ -38,8 +43,15 @@ class WorkerJob:
     sweep_run_id: str
     epochs: int
     index: int
-    threads: int
     deadline: float | None
+
+
+@dataclass
+class Worker:
+    """A started worker process and the parent's end of the pipe its job goes through."""
+
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
     log_path: Path | None
 
 
@@ -74,15 +86,25 @@ def open_study(
     return study
 
 
-def worker_main(job: WorkerJob) -> None:
-    """Entry point of a worker process."""
-    if job.log_path is not None:
-        job.log_path.parent.mkdir(parents=True, exist_ok=True)
-        sink = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+def worker_main(connection: Connection, threads: int, log_path: Path | None) -> None:
+    """Entry point of a worker process: import, then wait for the job and run it."""
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        sink = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(sink, 1)
         os.dup2(sink, 2)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        import src.sweeps.trial  # noqa: F401  (Keras, MLflow, Hydra: imported before the job arrives)
+
+        try:
+            job = connection.recv()
+        except EOFError:  # the parent gave up before sending a job
+            return
         _optimize(job)
     except KeyboardInterrupt:
         pass
@@ -92,11 +114,6 @@ def worker_main(job: WorkerJob) -> None:
 
 
 def _optimize(job: WorkerJob) -> None:
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(job.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-
     from src import tracking
     from src.config import Composer
     from src.sweeps.study import StopWhenDone
@@ -118,41 +135,67 @@ def _optimize(job: WorkerJob) -> None:
 
 
 # ------------------------------------------------------------------- the parent
+def start_workers(count: int, log_paths: list[Path | None]) -> list[Worker]:
+    """Starts ``count`` worker processes, which import TensorFlow and then wait for
+    :func:`send_jobs`; the caller goes on meanwhile."""
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // count)
+    workers = []
+    for index, log_path in zip(range(count), log_paths, strict=True):
+        parent_end, child_end = context.Pipe()
+        process = context.Process(target=worker_main, args=(child_end, threads, log_path), name=f"worker-{index}")
+        process.start()
+        child_end.close()
+        workers.append(Worker(process, parent_end, log_path))
+    return workers
+
+
+def send_jobs(workers: list[Worker], jobs: list[WorkerJob]) -> None:
+    """Hands each started worker its job."""
+    for worker, job in zip(workers, jobs, strict=True):
+        worker.connection.send(job)
+        worker.connection.close()
+
+
 def run_workers(
-    jobs: list[WorkerJob],
+    workers: list[Worker],
     study: optuna.Study,
     on_progress: Callable[[], None],
     poll_seconds: float = 1.0,
 ) -> None:
-    """Starts one process per job, reports progress while they run, and fails
-    (and re-queues) the trial of any worker that dies.
+    """Watches the workers until they end, reports progress while they run, and
+    fails (and re-queues) the trial of any worker that dies.
 
     On Ctrl-C the workers are interrupted too, their trials end as failed and
     their MLflow runs as KILLED; then KeyboardInterrupt is raised again.
     """
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=worker_main, args=(job,), name=f"worker-{job.index}") for job in jobs]
-    for process in processes:
-        process.start()
     reported: set[int] = set()
     try:
-        while any(p.is_alive() for p in processes):
-            time.sleep(poll_seconds)
+        while alive := [w.process.sentinel for w in workers if w.process.is_alive()]:
+            multiprocessing.connection.wait(alive, timeout=poll_seconds)  # returns early when one exits
             on_progress()
-            for process in processes:
+            for index, worker in enumerate(workers):
+                process = worker.process
                 if not process.is_alive() and process.exitcode and process.pid not in reported:
                     reported.add(process.pid)
-                    _worker_died(study, process, jobs[processes.index(process)])
+                    _worker_died(study, index, worker)
     except KeyboardInterrupt:
-        _stop(processes)
-        for process in processes:
-            fail_trials_of(study, process.pid, "interrupted (Ctrl-C)", retry=False, status="KILLED")
+        interrupt_workers(workers, study)
         raise
     finally:
         on_progress()
 
 
-def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
+def interrupt_workers(workers: list[Worker], study: optuna.Study, reason: str = "interrupted (Ctrl-C)") -> None:
+    """Stops the workers; trials they leave running end failed, their MLflow runs KILLED."""
+    processes = [w.process for w in workers]
+    stop_workers(processes)
+    for process in processes:
+        fail_trials_of(study, process.pid, reason, retry=False, status="KILLED")
+
+
+def stop_workers(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    """Interrupts the workers (SIGINT, so their trials and runs are closed) and waits for them."""
     for process in processes:
         if process.is_alive():
             with contextlib.suppress(ProcessLookupError):
@@ -165,13 +208,13 @@ def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
             process.join(5)
 
 
-def _worker_died(study: optuna.Study, process: multiprocessing.process.BaseProcess, job: WorkerJob) -> None:
-    code = process.exitcode
+def _worker_died(study: optuna.Study, index: int, worker: Worker) -> None:
+    code = worker.process.exitcode
     how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-    where = f"; see {job.log_path}" if job.log_path else ""
-    failed = fail_trials_of(study, process.pid, f"worker {how}", retry=True)
+    where = f"; see {worker.log_path}" if worker.log_path else ""
+    failed = fail_trials_of(study, worker.process.pid, f"worker {how}", retry=True)
     requeued = f"; trial {', '.join(map(str, failed))} failed and queued again" if failed else ""
-    log.warning("worker %d %s%s%s", job.index, how, requeued, where)
+    log.warning("worker %d %s%s%s", index, how, requeued, where)
 
 
 def fail_trials_of(
