@@ -1,10 +1,11 @@
 """Per-epoch cost of ``keras.Model.fit`` against the compiled engine on XOR and Iris.
 
-For each experiment and engine, trains fresh models for a short and a long run and
-takes the steady per-epoch cost as the difference of their times over the
-difference of their epochs (so tracing and building cancel out). Then times a whole
-2000-epoch Iris training, tracing included, with each engine. Every figure is the
-median of ``--repeats`` runs; the ratios are measured in the same run.
+For each experiment and engine (fit; compiled without XLA; compiled with XLA),
+trains fresh models for a short and a long run and takes the steady per-epoch cost
+as the difference of their times over the difference of their epochs (so tracing
+and building cancel out). Then times a whole 2000-epoch Iris training, tracing
+included, with each engine as ``trainer.jit_compile=auto`` picks it. Every figure
+is the median of ``--repeats`` runs; the ratios are measured in the same run.
 
     python bench/small_data.py [--repeats 5] [--whole-repeats 3] [--whole-epochs 2000]
 """
@@ -24,11 +25,16 @@ from src.training import NonFiniteGuard, build_models, load_dataset, seed_everyt
 
 # Short and long runs per engine: fit is ~30 ms/epoch, the compiled loop ~0.1 ms.
 EPOCHS = {"fit": (20, 120), "compiled": (100, 5100)}
+# Each engine as measured; XLA pinned so that short and long runs use the same program.
+ENGINES = {
+    "fit": ["trainer.engine=fit"],
+    "compiled": ["trainer.engine=compiled", "trainer.jit_compile=false"],
+    "compiled+XLA": ["trainer.engine=compiled", "trainer.jit_compile=true"],
+}
 
 
-def fit_seconds(experiment: str, engine: str, epochs: int, extra: list[str]) -> float:
-    plain = validate(compose([f"+experiment={experiment}", f"trainer.engine={engine}",
-                              f"trainer.epochs={epochs}", *extra]))
+def fit_seconds(experiment: str, overrides: list[str], epochs: int) -> float:
+    plain = validate(compose([f"+experiment={experiment}", *overrides, f"trainer.epochs={epochs}"]))
     dataset = load_dataset(plain["data"])
     loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
     seed_everything(plain["seed"])
@@ -39,11 +45,11 @@ def fit_seconds(experiment: str, engine: str, epochs: int, extra: list[str]) -> 
 
 
 def per_epoch_seconds(experiment: str, engine: str, repeats: int, extra: list[str]) -> float:
-    short, long = EPOCHS[engine]
-    fit_seconds(experiment, engine, short, extra)  # warm-up: first imports and traces of the process
+    short, long = EPOCHS[engine.split("+")[0]]
+    overrides = [*ENGINES[engine], *extra]
+    fit_seconds(experiment, overrides, short)  # warm-up: first imports and traces of the process
     samples = [
-        (fit_seconds(experiment, engine, long, extra) - fit_seconds(experiment, engine, short, extra))
-        / (long - short)
+        (fit_seconds(experiment, overrides, long) - fit_seconds(experiment, overrides, short)) / (long - short)
         for _ in range(repeats)
     ]
     return statistics.median(samples)
@@ -58,22 +64,20 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"steady per-epoch cost, median of {args.repeats} ({' '.join(args.extra) or 'defaults'})")
-    print(f"{'experiment':<12}{'fit (ms)':>12}{'compiled (us)':>16}{'ratio':>10}")
+    print(f"{'experiment':<12}{'fit (ms)':>10}{'compiled (us)':>15}{'ratio':>8}{'+XLA (us)':>11}{'ratio':>8}")
     for experiment in ("xor", "iris"):
-        fit = per_epoch_seconds(experiment, "fit", args.repeats, args.extra)
-        compiled = per_epoch_seconds(experiment, "compiled", args.repeats, args.extra)
-        print(f"{experiment:<12}{fit * 1e3:>12.2f}{compiled * 1e6:>16.1f}{fit / compiled:>9.0f}x", flush=True)
+        fit, compiled, xla = (per_epoch_seconds(experiment, e, args.repeats, args.extra) for e in ENGINES)
+        print(f"{experiment:<12}{fit * 1e3:>10.2f}{compiled * 1e6:>15.1f}{fit / compiled:>7.0f}x"
+              f"{xla * 1e6:>11.1f}{fit / xla:>7.0f}x", flush=True)
 
     epochs = args.whole_epochs
     print(f"\nwhole Iris training, {epochs} epochs, tracing included, median of {args.whole_repeats}")
     whole = {
-        engine: statistics.median(
-            fit_seconds("iris", engine, epochs, args.extra) for _ in range(args.whole_repeats)
-        )
-        for engine in ("fit", "compiled")
+        engine: statistics.median(fit_seconds("iris", overrides, epochs) for _ in range(args.whole_repeats))
+        for engine, overrides in (("fit", ["trainer.engine=fit", *args.extra]), ("auto", args.extra))
     }
-    print(f"{'fit (s)':>10}{'compiled (s)':>15}{'ratio':>10}")
-    print(f"{whole['fit']:>10.2f}{whole['compiled']:>15.3f}{whole['fit'] / whole['compiled']:>9.1f}x")
+    print(f"{'fit (s)':>10}{'auto engine (s)':>18}{'ratio':>10}")
+    print(f"{whole['fit']:>10.2f}{whole['auto']:>18.3f}{whole['fit'] / whole['auto']:>9.1f}x")
 
 
 if __name__ == "__main__":

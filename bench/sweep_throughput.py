@@ -1,6 +1,9 @@
 """Wall time of a whole sweep with 1 and with 2 worker processes, and of the same
 search run as separate ``python -m src.train`` invocations.
 
+Besides the whole wall time, each sweep row shows how much of it the trials took
+(first trial's start to last trial's end), which is what more workers divide.
+
 Each sweep starts from an empty study in a fresh directory (TensorFlow import
 included) and tracks into a throw-away MLflow store. The separate-process figure
 re-runs the trials of the 1-worker sweep (the same sampled values, the same
@@ -54,7 +57,8 @@ def sweep_seconds(spec: SweepSpec, sweep: Path, workers: int, extra: list[str]) 
         )
         trials = optuna.load_study(study_name=spec.study_name, storage=storage).get_trials(deepcopy=False)
     done = next((line for line in result.stdout.splitlines() if line.startswith("Done:")), "")
-    return seconds, done, [t.params for t in trials if t.params]
+    phase = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
+    return seconds, f"trials {phase.total_seconds():.1f} s of it; {done}", [t.params for t in trials if t.params]
 
 
 def separate_seconds(spec: SweepSpec, values: list[dict]) -> float:

@@ -277,9 +277,10 @@ class EpochMetricLogger(EpochListener):
     the training thread.
 
     A batch goes to a background writer every ``flush_every`` epochs or
-    ``flush_seconds`` seconds and at the end of training, so training does not
-    wait for the store; :meth:`flush` sends what is left and waits until every
-    batch is stored (call it before the run ends, also when it ends early).
+    ``flush_seconds`` seconds, so training does not wait for the store; after
+    training, :meth:`send` hands over the rest (to be written while the model is
+    evaluated) and :meth:`flush` waits until every batch is stored (call it before
+    the run ends, also when it ends early).
 
     The writer is a one-thread executor of our own rather than MLflow's
     ``synchronous=False``: MLflow shuts its async queue down when a run ends,
@@ -310,6 +311,13 @@ class EpochMetricLogger(EpochListener):
             self._send()
 
     def on_train_end(self) -> None:
+        # Nothing here: the last batch is sent by the run once training has returned
+        # (see send), so that the store's work (Python, holding the GIL) does not
+        # slow the end of training.
+        pass
+
+    def send(self) -> None:
+        """Hands what is buffered to the background writer, without waiting."""
         self._send()
 
     def flush(self) -> None:

@@ -207,10 +207,11 @@ def _train_and_log(
             validation_data=dataset.validation_data,
             listeners=[epoch_logger, NonFiniteGuard(), *listeners],
         )
+        fit_seconds = time.perf_counter() - started
+        epoch_logger.send()  # the last per-epoch metrics are written while the model is evaluated
+        metrics = {**evaluate(estimator, dataset), "fit_seconds": fit_seconds}
     finally:
-        epoch_logger.flush()
-    fit_seconds = time.perf_counter() - started
-    metrics = {**evaluate(estimator, dataset), "fit_seconds": fit_seconds}
+        epoch_logger.flush()  # the run must not end before they are stored
     tracked.log_metrics(metrics, step=len(estimator.history.get("loss", ())))
     if plain["tracking"]["log_models"]:
         tracked.log_model(estimator, dataset.x_train[:5])

@@ -9,6 +9,16 @@ from typing import Any
 import numpy as np
 
 
+CHECKPOINTS_PER_TRAINING = 10
+"""Times a training hands its epochs to the listeners while it runs, at least.
+
+The compiled Keras engine runs a training in chunks of at most a tenth of its
+epochs and calls the listeners after each chunk, so anything that acts on a
+listener's word (early stopping, a pruner) acts within a tenth of the epochs. A
+sweep's pruner is asked at these points only: asking in between would judge epochs
+that have already run, and each report is a write to the study's storage."""
+
+
 class EpochListener:
     """Receives per-epoch metrics from an iteratively trained model.
 

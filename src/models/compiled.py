@@ -38,11 +38,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from src.models.base import CHECKPOINTS_PER_TRAINING
+
 STEPS_PER_CALL = 256
 """Steps one call aims at at most: enough that the call's own cost (~0.2 ms) is small."""
-MIN_CALLS = 10
-"""Calls a training is split into at least, so that per-epoch listeners hear back
-while it runs: a pruner stops a trial within a tenth of its epochs."""
 PROGRAM_CACHE_SIZE = 8
 """Traced programs kept per process (each holds a copy of its model structure)."""
 
@@ -73,8 +72,8 @@ class CompiledLoop:
             same orders).
         jit_compile: Compile the loop with XLA.
         chunk_epochs: Epochs per call; None picks at most ``STEPS_PER_CALL`` steps
-            and at most a ``MIN_CALLS``-th of the epochs per call (one epoch per
-            call when ``epoch_by_epoch``).
+            and at most a tenth of the epochs per call (``CHECKPOINTS_PER_TRAINING``;
+            one epoch per call when ``epoch_by_epoch``).
     """
 
     def __init__(
@@ -120,7 +119,7 @@ class CompiledLoop:
             chunk = 1
         else:
             chunk = self.chunk_epochs or min(
-                math.ceil(STEPS_PER_CALL / steps_per_epoch), math.ceil(epochs / MIN_CALLS)
+                math.ceil(STEPS_PER_CALL / steps_per_epoch), math.ceil(epochs / CHECKPOINTS_PER_TRAINING)
             )
         chunk = max(1, min(chunk, epochs))
         data = (tf.constant(x), tf.constant(y))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -12,7 +13,7 @@ from optuna.trial import FrozenTrial
 from src import tracking
 from src.config import Composer, validate
 from src.errors import MlplabError, first_line
-from src.models.base import EpochListener
+from src.models.base import CHECKPOINTS_PER_TRAINING, EpochListener
 from src.sweeps.spec import SweepSpec
 from src.sweeps.study import FAILED_FOR_GOOD, suggest
 from src.training import main_model_name, run
@@ -31,12 +32,19 @@ def worker_id() -> str:
 
 
 class PruningReporter(EpochListener):
-    """Reports a per-epoch metric to the trial and stops it when the pruner says so."""
+    """Reports a per-epoch metric to the trial and stops it when the pruner says so.
 
-    def __init__(self, trial: optuna.Trial, metric: str | None, prune: bool) -> None:
+    It reports every ``every``-th epoch (and the last), the points at which training
+    hands its epochs over (``CHECKPOINTS_PER_TRAINING``), so the pruner judges a
+    trial where stopping it still saves work, with a tenth of the storage writes.
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str | None, prune: bool, epochs: int) -> None:
         self.trial = trial
         self.metric = metric
         self.prune = prune
+        self.epochs = epochs
+        self.every = max(1, math.ceil(epochs / CHECKPOINTS_PER_TRAINING))
         self.epoch = 0
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float]) -> None:
@@ -48,6 +56,8 @@ class PruningReporter(EpochListener):
                 f"the pruner watches {self.metric!r}, which training does not report "
                 f"(it reports {', '.join(sorted(logs))})"
             )
+        if epoch % self.every and epoch != self.epochs:
+            return
         self.trial.report(logs[self.metric], epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
@@ -74,7 +84,7 @@ class TrialObjective:
             raise
         experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
         tags = {"optuna.study": self.spec.study_name, "optuna.trial": trial.number, STATE_TAG: "RUNNING"}
-        reporter = PruningReporter(trial, self.spec.objectives[0].report, self.prune)
+        reporter = PruningReporter(trial, self.spec.objectives[0].report, self.prune, plain["trainer"]["epochs"])
         with tracking.run(
             f"trial-{trial.number}",
             experiment=experiment,
