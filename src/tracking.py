@@ -136,7 +136,10 @@ class TrackedRun:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def epoch_logger(self, flush_every: int = 100, flush_seconds: float = 5.0) -> EpochMetricLogger:
+    def epoch_logger(self, flush_every: int = 1000, flush_seconds: float = 5.0) -> EpochMetricLogger:
+        """A per-epoch metric logger for this run. Batches go out every 5 s (what a
+        user watching the UI needs) or 1000 epochs (to bound the buffer), not every
+        N epochs of a fast training, whose last batch is best written after it."""
         return EpochMetricLogger(self.client, self.run_id, flush_every, flush_seconds)
 
     def log_model(self, estimator: Estimator, example: Any) -> None:
