@@ -457,14 +457,15 @@ class Composer:
         parsed = parse_overrides(overrides)
         for override in parsed:
             self._check_group_choice(override)
-        files = tuple(text for text, o in zip(overrides, parsed, strict=True) if not self._is_value_change(o))
+        is_change = [self._is_value_change(o) for o in parsed]
+        files = tuple(text for text, change in zip(overrides, is_change, strict=True) if not change)
         merged = self._merged.get(files)
         if merged is None:
             merged = self._hydra_compose(list(files))
             if len(self._merged) >= self._CACHE_SIZE:
                 self._merged.pop(next(iter(self._merged)))
             self._merged[files] = merged
-        changes = [o for o in parsed if self._is_value_change(o)]
+        changes = [o for o, change in zip(parsed, is_change, strict=True) if change]
         if any(OmegaConf.select(merged, o.key_or_group, default=_ABSENT) is _ABSENT for o in changes):
             return self._hydra_compose(overrides)  # Hydra's own error for the unknown key
         cfg = copy.deepcopy(merged)

@@ -311,7 +311,7 @@ class EpochMetricLogger(EpochListener):
             self._epochs_buffered >= self.flush_every
             or time.monotonic() - self._last_flush >= self.flush_seconds
         ):
-            self._send()
+            self.send()
 
     def on_train_end(self) -> None:
         # Nothing here: the last batch is sent by the run once training has returned
@@ -319,18 +319,15 @@ class EpochMetricLogger(EpochListener):
         # slow the end of training.
         pass
 
-    def send(self) -> None:
-        """Hands what is buffered to the background writer, without waiting."""
-        self._send()
-
     def flush(self) -> None:
         """Sends what is buffered and waits until everything sent is stored."""
-        self._send()
+        self.send()
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()
 
-    def _send(self) -> None:
+    def send(self) -> None:
+        """Hands what is buffered to the background writer, without waiting."""
         for start in range(0, len(self._buffer), _MAX_METRICS_PER_BATCH):
             chunk = self._buffer[start : start + _MAX_METRICS_PER_BATCH]
             self._pending.append(_metric_writer().submit(self.client.log_batch, self.run_id, metrics=chunk))

@@ -11,7 +11,8 @@ so metric logging, early stopping, pruning and the non-finite guard act as befor
 at chunk boundaries.
 
 Because the step is Keras's own, a full-batch run without XLA reproduces
-``fit`` bit for bit (same weights, same per-epoch losses); with XLA, or with
+``fit`` (the same weights and per-epoch losses: identical in the runs compared,
+and tested to float32 rounding); with XLA, or with
 several shuffled batches per epoch (whose order is drawn here, reproducibly, not
 by ``tf.data``), results agree within float32 rounding or in distribution.
 
@@ -61,6 +62,9 @@ _programs: OrderedDict[str, _Program] = OrderedDict()
 class CompiledLoop:
     """Trains an already compiled Keras model on in-memory arrays.
 
+    A call trains at most ``STEPS_PER_CALL`` steps and at most a tenth of the
+    epochs (``CHECKPOINTS_PER_TRAINING``), or one epoch when ``epoch_by_epoch``.
+
     Args:
         model: A compiled ``keras.Model``; its optimizer, loss and metrics are used
             as they are.
@@ -71,9 +75,6 @@ class CompiledLoop:
         seed: Seeds the per-epoch shuffles (stateless, so the same seed gives the
             same orders).
         jit_compile: Compile the loop with XLA.
-        chunk_epochs: Epochs per call; None picks at most ``STEPS_PER_CALL`` steps
-            and at most a tenth of the epochs per call (``CHECKPOINTS_PER_TRAINING``;
-            one epoch per call when ``epoch_by_epoch``).
     """
 
     def __init__(
@@ -84,14 +85,12 @@ class CompiledLoop:
         shuffle: bool,
         seed: int,
         jit_compile: bool,
-        chunk_epochs: int | None = None,
     ) -> None:
         self.model = model
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.jit_compile = jit_compile
-        self.chunk_epochs = chunk_epochs
 
     def fit(
         self,
@@ -118,10 +117,7 @@ class CompiledLoop:
         if epoch_by_epoch:
             chunk = 1
         else:
-            chunk = self.chunk_epochs or min(
-                math.ceil(STEPS_PER_CALL / steps_per_epoch), math.ceil(epochs / CHECKPOINTS_PER_TRAINING)
-            )
-        chunk = max(1, min(chunk, epochs))
+            chunk = min(math.ceil(STEPS_PER_CALL / steps_per_epoch), math.ceil(epochs / CHECKPOINTS_PER_TRAINING))
         data = (tf.constant(x), tf.constant(y))
         validation = () if validation_data is None else tuple(map(tf.constant, validation_data))
         self.model._symbolic_build(data_batch=(data[0][:batch], data[1][:batch], None))
