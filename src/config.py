@@ -27,6 +27,8 @@ from src.errors import ConfigError, first_line
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_NAME = "config"
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+"""The local store of ``conf/tracking/local.yaml`` when ``MLFLOW_TRACKING_URI`` is unset."""
 
 ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "selu")
 OUTPUT_ACTIVATIONS = (*ACTIVATIONS, "softmax")
@@ -307,6 +309,7 @@ TRACKING: Fields = {
     "uri": Text(),
     "artifact_location": Nullable(Text()),
     "log_models": Boolean(),
+    "plots": Boolean(),
 }
 LESSON: Fields = {
     "kind": Choice(["gd_quadratic"]),

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from src.config import DEFAULT_TRACKING_URI
 from src.errors import MlplabError
 
 LOWER_IS_BETTER = ("mae", "mse", "loss", "seconds")
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     labels.add_argument("--label-column")
     parser.add_argument("--output", type=Path, default=Path("predictions.csv"))
     parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"))
+    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
     args = parser.parse_args(argv)
     try:
         predictions, score = predict(args)

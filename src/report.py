@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from src.config import DEFAULT_TRACKING_URI
 from src.errors import MlplabError
 
-DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 # The headline metric of a model run, by preference: held-out first.
 HEADLINE = ("test_accuracy", "test_mae", "val_accuracy", "train_accuracy", "train_mae", "final_x")
 COLUMNS = ["experiment", "model", "metric", "value", "seconds", "run_id"]
@@ -100,7 +100,7 @@ def update_readme(path: Path, table: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI))
+    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
     parser.add_argument("--experiments", nargs="+", help="only these experiments (default: all)")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
     parser.add_argument("--readme", type=Path, help="rewrite the results block of this Markdown file")

@@ -12,7 +12,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ def redact(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
     match = re.match(r"sqlite:///(.+)$", uri)
     return Path(match.group(1)) if match else None
 
@@ -62,7 +62,7 @@ def connect(uri: str) -> None:
         return
     for noisy in ("alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    db_path = _sqlite_path(uri)
+    db_path = sqlite_path(uri)
     if db_path is not None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -86,7 +86,7 @@ def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> 
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    db_path = _sqlite_path(uri)
+    db_path = sqlite_path(uri)
     if artifact_location is None and db_path is not None:
         folder = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         artifact_location = str(db_path.parent / "artifacts" / folder)
@@ -135,6 +135,23 @@ class TrackedRun:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_figures(self, figures: Mapping[str, Callable[[], Any]], folder: str = "plots") -> list[str]:
+        """Draws each figure and logs it as ``<folder>/<name>`` (PNG at 100 dpi).
+
+        A figure that cannot be drawn or stored is skipped with a warning: a
+        picture is never worth failing a run. Returns the artifact paths logged.
+        """
+        logged = []
+        for name, draw in figures.items():
+            artifact = f"{folder}/{name}"
+            try:
+                self.client.log_figure(self.run_id, draw(), artifact, save_kwargs={"dpi": 100})
+            except Exception as exc:
+                log.warning("plot %s skipped: %s", artifact, first_line(exc))
+                continue
+            logged.append(artifact)
+        return logged
 
     def epoch_logger(self, flush_every: int = 1000, flush_seconds: float = 5.0) -> EpochMetricLogger:
         """A per-epoch metric logger for this run. Batches go out every 5 s (what a

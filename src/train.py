@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.config import CONF_DIR, CONFIG_NAME, Composer, expand_sweep, validate
+from src.config import CONF_DIR, CONFIG_NAME, DEFAULT_TRACKING_URI, Composer, expand_sweep, validate
 from src.errors import ConfigError, MlplabError
 
 log = logging.getLogger("mlplab")
@@ -85,8 +85,9 @@ def _where_logged(cfg: DictConfig) -> str:
         f"Logged to MLflow experiment '{cfg.experiment_name}', run {parent.info.run_name} "
         f"({parent.info.run_id}), in {uri}"
     ]
-    if uri.startswith("sqlite:"):
-        lines.append(f"Browse it: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+    if not uri.startswith(("http://", "https://")):
+        store = "" if uri == DEFAULT_TRACKING_URI else f" tracking.uri={uri}"
+        lines.append(f"Browse it: python -m src.ui{store}")
     else:
         lines.append(
             f"Browse it: {uri.rstrip('/')}/#/experiments/{parent.info.experiment_id}"

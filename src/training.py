@@ -91,6 +91,10 @@ def run(
     from src import tracking  # MLflow is imported only once the config is known good
 
     experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
+    if plain["tracking"].get("plots", True):
+        from src.plots import prepare_in_background
+
+        prepare_in_background()
     models = build_models(plain, dataset, loss, only=only)
     if into is not None:
         flat = len(models) == 1
@@ -177,6 +181,11 @@ def _run_models(
         ) as child:
             results[name] = _train_and_log(name, model, dataset, child, model.params, listeners, plain)
     parent.log_text(comparison_table(results) + "\n", "comparison.txt")
+    if not flat and dataset.n_features == 2 and plain["tracking"].get("plots", True):
+        from src.plots import decision_boundaries
+
+        side_by_side = {name: model.estimator for name, model in models.items()}
+        parent.log_figures({"decision_boundaries.png": lambda: decision_boundaries(side_by_side, dataset)})
     if not flat:
         parent.log_metrics(
             {f"{name}.{key}": value for name, metrics in results.items() for key, value in metrics.items()}
@@ -212,7 +221,11 @@ def _train_and_log(
         metrics = {**evaluate(estimator, dataset), "fit_seconds": fit_seconds}
     finally:
         epoch_logger.flush()  # the run must not end before they are stored
-    tracked.log_metrics(metrics, step=len(estimator.history.get("loss", ())))
+    tracked.log_metrics(metrics, step=(estimator.history_epochs() or [0])[-1])
+    if plain["tracking"].get("plots", True):
+        from src.plots import model_figures
+
+        tracked.log_figures(model_figures(estimator, dataset))
     if plain["tracking"]["log_models"]:
         tracked.log_model(estimator, dataset.x_train[:5])
     log.info("%s: done in %.2f s", name, fit_seconds)

@@ -169,6 +169,9 @@ def test_sweep_run_with_one_child_per_trial(iris_sweep, client):
     assert {f"plots/{p}.png" for p in ("optimization_history", "param_importances", "parallel_coordinate", "slice")} <= plots
     baselines = [r for r in runs if r.info.run_name in ("sklearn_perceptron", "sklearn_mlp")]
     assert len(baselines) == 2  # once per sweep, not per trial
+    for trial_run in trials.values():  # trials draw no plots; the sweep run has Optuna's
+        assert not client.list_artifacts(trial_run.info.run_id, "plots")
+    assert study.metric_names == ["val_accuracy"]  # what the dashboard shows, not "Objective 0"
 
 
 def test_best_config_reruns_through_train_and_reproduces_the_value(iris_sweep, client):

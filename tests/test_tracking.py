@@ -190,3 +190,22 @@ def test_no_run_is_left_running(client):
     assert runs
     running = RunStatus.to_string(RunStatus.RUNNING)
     assert [r.info.run_name for r in runs if r.info.status == running] == []
+
+
+def test_runs_carry_their_plots(xor_run, client):
+    _, _, parent, children = xor_run
+
+    def plots(run_id: str) -> set[str]:
+        return {a.path.removeprefix("plots/") for a in client.list_artifacts(run_id, "plots")}
+
+    assert plots(parent.info.run_id) == {"decision_boundaries.png"}
+    assert plots(children["keras_mlp"].info.run_id) == {
+        "learning_curves.png", "decision_boundary.png", "confusion_matrix.png", "weight_histograms.png",
+    }
+    assert plots(children["sklearn_mlp"].info.run_id) == {
+        "learning_curves.png", "decision_boundary.png", "confusion_matrix.png",
+    }
+    assert plots(children["sklearn_perceptron"].info.run_id) == {"decision_boundary.png", "confusion_matrix.png"}
+    local = mlflow.artifacts.download_artifacts(f"{parent.info.artifact_uri}/plots/decision_boundaries.png")
+    with open(local, "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -74,6 +74,16 @@ def test_each_hidden_layer_gets_its_own_initial_weights():
     assert not np.allclose(first, second)
 
 
+def test_keras_weight_snapshots_start_at_the_initializer():
+    estimator, _, dataset = keras_model_for("init=random_normal", "model.hidden_units=[3,5]")
+    estimator.fit(dataset.x_train, dataset.y_train)
+    snapshots = estimator.weight_snapshots()
+    assert [start.shape for start, _ in snapshots.values()] == [(2, 3), (3, 5)]  # hidden layers only
+    for start, end in snapshots.values():
+        assert np.abs(start).max() < 0.25  # RandomNormal(stddev=0.05): 5 sigma, before any step
+        assert not np.allclose(start, end)
+
+
 def test_baselines_are_built_from_the_config():
     plain = validate(compose(["+experiment=iris_setosa_2d"]))
     dataset = load_dataset(plain["data"])

@@ -85,6 +85,21 @@ class Estimator(abc.ABC):
     def serving_output(self, x: np.ndarray) -> np.ndarray:
         """What the logged model's ``predict`` returns for ``x`` (for its signature)."""
 
+    def predict_proba(self, x: np.ndarray) -> np.ndarray | None:
+        """Class probabilities, one column per class, or None for a model without
+        them (a regressor, a Perceptron)."""
+        return None
+
     def summary_metrics(self) -> dict[str, float]:
         """Figures that describe the fitted model itself, such as its parameter count."""
+        return {}
+
+    def history_epochs(self) -> list[int]:
+        """The epoch (from 1) of each value in :attr:`history`: every epoch, unless
+        the model records only some of a long training's epochs."""
+        return list(range(1, len(self.history.get("loss", ())) + 1))
+
+    def weight_snapshots(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each hidden layer's kernel at the start and at the end of the last fit,
+        by layer name; empty for models without hidden layers of their own."""
         return {}

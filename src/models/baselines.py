@@ -48,16 +48,22 @@ class SklearnBaseline(Estimator):
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.estimator.predict(x)
 
+    def predict_proba(self, x: np.ndarray) -> np.ndarray | None:
+        if self.task == "regression" or not hasattr(self.estimator, "predict_proba"):
+            return None
+        return self.estimator.predict_proba(x)
+
     def serving_output(self, x: np.ndarray) -> np.ndarray:
         return self.predict(x)
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float | None:
         """Log-loss for classifiers with probabilities; None otherwise (e.g. Perceptron)."""
-        if self.task == "regression" or not hasattr(self.estimator, "predict_proba"):
+        probabilities = self.predict_proba(x)
+        if probabilities is None:
             return None
         from sklearn.metrics import log_loss
 
-        return float(log_loss(y, self.estimator.predict_proba(x), labels=self.estimator.classes_))
+        return float(log_loss(y, probabilities, labels=self.estimator.classes_))
 
     @property
     def native(self) -> Any:

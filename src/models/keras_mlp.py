@@ -94,6 +94,7 @@ class KerasMLP(Estimator):
         self.jit_compile = jit_compile
         self.history = {}
         self.model_: keras.Model | None = None
+        self.initial_kernels_: dict[str, np.ndarray] = {}
 
     # ----------------------------------------------------------------- building
     @property
@@ -151,6 +152,7 @@ class KerasMLP(Estimator):
         listeners: Sequence[EpochListener] = (),
     ) -> KerasMLP:
         self.model_ = self.build(x)
+        self.initial_kernels_ = self._hidden_kernels()
         callbacks: list[keras.callbacks.Callback] = [_ListenerBridge(listeners)]
         early_stopping = self.early_stopping.get("enabled")
         if early_stopping:
@@ -237,7 +239,9 @@ class KerasMLP(Estimator):
             ]
         )
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    def predict_proba(self, x: np.ndarray) -> np.ndarray | None:
+        if self.task == "regression":
+            return None
         output = self.serving_output(x)
         if self.task == "binary":
             return np.hstack([1 - output, output])
@@ -264,6 +268,14 @@ class KerasMLP(Estimator):
 
     def summary_metrics(self) -> dict[str, float]:
         return {"n_params": self._fitted().count_params()}
+
+    def _hidden_kernels(self) -> dict[str, np.ndarray]:
+        dense = [layer for layer in self._fitted().layers if isinstance(layer, keras.layers.Dense)]
+        return {layer.name: keras.ops.convert_to_numpy(layer.kernel) for layer in dense[:-1]}
+
+    def weight_snapshots(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        end = self._hidden_kernels() if self.model_ is not None else {}
+        return {name: (self.initial_kernels_[name], end[name]) for name in end if name in self.initial_kernels_}
 
 
 def default_output_activation(task: str) -> str:

@@ -94,6 +94,8 @@ class NumpyMLP(Estimator):
         self.weights: list[np.ndarray] = []
         self.biases: list[np.ndarray] = []
         self.history = {}
+        self.recorded_epochs_: list[int] = []
+        self.initial_weights_: list[np.ndarray] = []
 
     # ------------------------------------------------------------------ maths
     def initialize(self, n_features: int) -> NumpyMLP:
@@ -180,11 +182,13 @@ class NumpyMLP(Estimator):
         t = np.asarray(y, dtype=np.float64).reshape(-1, 1)
         if not self.weights:
             self.initialize(x.shape[1])
+        self.initial_weights_ = [w.copy() for w in self.weights]
         rng = np.random.default_rng(self.seed)
         batch = self.batch_size or len(x)
         # Long textbook runs (90,000 epochs) record every k-th epoch: at most ~1,000 points.
         every = max(1, self.epochs // 1000)
         self.history = {"loss": []}
+        self.recorded_epochs_ = []
         for epoch in range(1, self.epochs + 1):
             order = rng.permutation(len(x)) if self.shuffle else np.arange(len(x))
             for start in range(0, len(x), batch):
@@ -192,6 +196,7 @@ class NumpyMLP(Estimator):
                 self.step(x[rows], t[rows])
             if epoch % every and epoch != self.epochs:
                 continue
+            self.recorded_epochs_.append(epoch)
             logs = {"loss": self.loss(x, y)}
             if validation_data is not None:
                 logs["val_loss"] = self.loss(*validation_data)
@@ -206,6 +211,12 @@ class NumpyMLP(Estimator):
     def serving_output(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)[1][-1]
 
+    def predict_proba(self, x: np.ndarray) -> np.ndarray | None:
+        if self.task == "regression" or self.output_activation != "sigmoid":
+            return None
+        output = self.serving_output(x)
+        return np.hstack([1 - output, output])
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         output = self.serving_output(x).ravel()
         return output if self.task == "regression" else (output >= 0.5).astype(np.int64)
@@ -216,6 +227,13 @@ class NumpyMLP(Estimator):
     @property
     def native(self) -> NumpyMLP:
         return self
+
+    def history_epochs(self) -> list[int]:
+        return list(self.recorded_epochs_)
+
+    def weight_snapshots(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        start = self.initial_weights_
+        return {f"hidden_{i + 1}": (start[i], self.weights[i]) for i in range(len(start) - 1)}
 
     def summary_metrics(self) -> dict[str, float]:
         return {"n_params": int(sum(w.size for w in self.weights) + (sum(b.size for b in self.biases) if self.use_bias else 0))}

@@ -19,8 +19,9 @@ from src.sweeps.study import FAILED_FOR_GOOD, suggest
 from src.training import main_model_name, run
 
 # Trials train the Keras model only (baselines are trained once per sweep) and log
-# no model files; the best config, re-run through src.train, logs both.
-TRIAL_OVERRIDES = ("baselines=none", "tracking.log_models=false")
+# no model files or plots (the sweep run has Optuna's); the best config, re-run
+# through src.train, logs all of them.
+TRIAL_OVERRIDES = ("baselines=none", "tracking.log_models=false", "tracking.plots=false")
 RUN_ID_ATTR = "mlflow_run_id"
 WORKER_ATTR = "worker"
 EPOCHS_ATTR = "epochs_trained"

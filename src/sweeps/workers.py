@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -80,6 +81,11 @@ def open_study(
             )
         except ValueError as exc:
             raise ConfigError(f"study {spec.study_name}: {first_line(exc)}") from None
+        if study.metric_names is None:
+            # Shown by optuna-dashboard and Optuna's plots instead of "Objective 0".
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([o.metric for o in spec.objectives])
     else:
         study = optuna.load_study(study_name=spec.study_name, storage=storage, pruner=pruner)
     study.sampler = make_sampler(spec, worker, trials_before=len(study.get_trials(deepcopy=False)))
