@@ -104,15 +104,17 @@ def sweep(options: SweepOptions) -> Any:
         options.workers, [None if log_dir is None else log_dir / f"worker-{i}.log" for i in range(options.workers)]
     )
     try:
-        study, experiment, recovered = _open(options, spec, plain)
-        return _run(options, spec, base_cfg, plain, workers, study, experiment, recovered)
+        study, created, experiment, recovered = _open(options, spec, plain)
+        return _run(options, spec, base_cfg, plain, workers, study, created, experiment, recovered)
     except BaseException:
         stop_workers([w.process for w in workers])  # those still waiting for a job, if any
         raise
 
 
-def _open(options: SweepOptions, spec: Any, plain: dict[str, Any]) -> tuple[Any, str, list[int]]:
-    """Opens (or creates) the study and the MLflow experiment; fails orphaned trials."""
+def _open(options: SweepOptions, spec: Any, plain: dict[str, Any]) -> tuple[Any, bool, str, list[int]]:
+    """Opens the MLflow experiment and opens (or creates) the study; fails orphaned
+    trials. Returns the study, whether this process created it, the experiment id
+    and the trials it failed."""
     import optuna
 
     from src import tracking
@@ -120,14 +122,15 @@ def _open(options: SweepOptions, spec: Any, plain: dict[str, Any]) -> tuple[Any,
     from src.sweeps.workers import open_study, recover_orphans
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(spec, options.storage, plain["trainer"]["epochs"], create=True)
+    # The tracking store first: if it cannot be reached, nothing is created or trained.
+    experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
+    study, created = open_study(spec, options.storage, plain["trainer"]["epochs"], create=True)
     if [d.name.lower() for d in study.directions] != spec.directions:
         raise ConfigError(
             f"study {spec.study_name} in {describe(options.storage, spec.study_name)} optimizes "
             f"{[d.name.lower() for d in study.directions]}, not {spec.directions}; use another study_name"
         )
-    experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
-    return study, experiment, recover_orphans(study)
+    return study, created, experiment, recover_orphans(study)
 
 
 def _run(
@@ -137,6 +140,7 @@ def _run(
     plain: dict[str, Any],
     workers: list[Any],
     study: Any,
+    created: bool,
     experiment: str,
     recovered: list[int],
 ) -> Any:
@@ -163,7 +167,11 @@ def _run(
         print(f"  trial {', '.join(map(str, recovered))} of a dead worker marked failed and queued again")
 
     run_id = study.user_attrs.get(RUN_ATTR)
-    with tracking.run(
+    waited = run_id is None and not created
+    if waited:
+        run_id = _wait_for_sweep_run(study, spec.study_name)
+    # A tracking store that fails mid-sweep ends it with one line; the study keeps every result.
+    with tracking.store_errors(), tracking.run(
         f"sweep-{spec.study_name}",
         experiment=experiment,
         run_id=run_id,
@@ -177,7 +185,7 @@ def _run(
                     {"sweep.file": spec.path.name, "sweep.experiment": spec.experiment,
                      "sweep.objectives": ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives),
                      "sweep.sampler": spec.sampler["name"], "sweep.pruner": spec.pruner["name"],
-                     "sweep.overrides": " ".join([*spec.overrides, *spec.extra_overrides]),
+                     "sweep.overrides": " ".join(_redacted(o) for o in [*spec.overrides, *spec.extra_overrides]),
                      **{f"space.{p.key}": _describe_param(p) for p in spec.params}}
                 )
                 parent.log_artifact(spec.path)
@@ -186,7 +194,9 @@ def _run(
                 WorkerJob(spec, options.storage, uri, parent.run_id, epochs, index, deadline)
                 for index in range(len(workers))
             ])
-            if plain["baselines"] and BASELINES_ATTR not in study.user_attrs:
+            # Of several commands started together, the one that created the study
+            # trains the baselines; one resuming a study whose baselines never ran does too.
+            if plain["baselines"] and BASELINES_ATTR not in study.user_attrs and not waited:
                 print("Training the baselines once for the whole sweep ...")
                 results = run(base_cfg, parent_run_id=parent.run_id, only=list(plain["baselines"]))
                 print(comparison_table(results))
@@ -217,6 +227,31 @@ def _run(
         print("No trial completed; see the failed trials' reasons above.")
     print(f"MLflow run:  sweep-{spec.study_name} ({parent.run_id})")
     return summary
+
+
+def _redacted(override: str) -> str:
+    """``key=value`` with any password in the value hidden (``tracking.uri=...``)."""
+    from src.tracking import redact
+
+    key, sep, value = override.partition("=")
+    return f"{key}{sep}{redact(value)}" if sep else override
+
+
+def _wait_for_sweep_run(study: Any, study_name: str, timeout: float = 120) -> str | None:
+    """The sweep's MLflow run id, once the process that created the study has
+    opened it (another machine starting the same sweep at the same time).
+
+    Returns None if it does not appear within ``timeout`` seconds (that process
+    died first): this one then opens the run.
+    """
+    print(f"  waiting for the command that created study {study_name} to open its MLflow run ...", flush=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run_id = study.user_attrs.get(RUN_ATTR)
+        if run_id is not None:
+            return run_id
+        time.sleep(0.5)
+    return None
 
 
 def _describe_param(param: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,8 +37,42 @@ _MAX_PARAMS_PER_BATCH = 100
 _connected_uri: str | None = None
 
 
+HTTP_DEFAULTS = {
+    # MLflow's own defaults retry a failed request 7 times with a doubling backoff
+    # and wait 120 s for an answer: minutes before a dead server is reported. A sweep
+    # worker should say so within seconds. The environment still wins.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
 class TrackingError(MlplabError):
-    """The tracking store cannot be reached or written."""
+    """The tracking store cannot be reached or written.
+
+    Attributes:
+        metrics: Final metrics of the model whose logging failed, when training
+            had finished (a sweep trial keeps them as its result).
+    """
+
+    def __init__(self, message: str, metrics: dict[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.metrics = metrics
+
+
+@contextlib.contextmanager
+def store_errors(metrics: dict[str, float] | None = None) -> Iterator[None]:
+    """Turns a failing MLflow call (a server gone, a database refusing) into one
+    readable :class:`TrackingError`, carrying ``metrics`` if training is done."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except (MlflowException, OSError) as exc:
+        uri = mlflow.get_tracking_uri()
+        raise TrackingError(
+            f"the MLflow tracking store {redact(uri)} failed: {redact_text(first_line(exc), uri)}", metrics
+        ) from None
 
 
 # ------------------------------------------------------------------------ the store
@@ -48,6 +83,16 @@ def redact(uri: str) -> str:
         return uri
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_text(text: str, *uris: str) -> str:
+    """``text`` with the password of each of ``uris`` replaced by ``***`` (for
+    driver messages that may quote a connection string)."""
+    for uri in uris:
+        password = urlsplit(uri).password
+        if password:
+            text = text.replace(password, "***")
+    return text
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -62,15 +107,20 @@ def connect(uri: str) -> None:
         return
     for noisy in ("alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Its "Retrying ..." lines for each attempt; a request that fails for good is reported once, by us.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     db_path = sqlite_path(uri)
     if db_path is not None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
     try:
         MlflowClient().search_experiments(max_results=1)
     except Exception as exc:  # any driver or HTTP error means: not usable
         raise TrackingError(
-            f"cannot open the MLflow tracking store {redact(uri)}: {first_line(exc)}"
+            f"cannot open the MLflow tracking store {redact(uri)}: {redact_text(first_line(exc), uri)}"
         ) from None
     _connected_uri = uri
 
@@ -274,8 +324,10 @@ def run(
         description=description,
     )
     status = RunStatus.FINISHED
+    in_flight = True  # an exception is leaving the block
     try:
         yield TrackedRun(active.info.run_id)
+        in_flight = False
     except finish_on:
         raise
     except KeyboardInterrupt:
@@ -289,7 +341,15 @@ def run(
             MlflowClient().set_tag(active.info.run_id, FAILURE_TAG, first_line(exc))
         raise
     finally:
-        mlflow.end_run(status=RunStatus.to_string(status))
+        if in_flight:
+            # Keep the error on its way out (often the very store that cannot end the run).
+            try:
+                mlflow.end_run(status=RunStatus.to_string(status))
+            except Exception as exc:
+                log.debug("ending run %s failed too: %s", active.info.run_id, first_line(exc))
+        else:
+            with store_errors():
+                mlflow.end_run(status=RunStatus.to_string(status))
 
 
 class EpochMetricLogger(EpochListener):

@@ -202,13 +202,17 @@ def _train_and_log(
     listeners: Sequence[EpochListener],
     plain: Mapping[str, Any],
 ) -> dict[str, float]:
+    from src.tracking import store_errors
+
     estimator = model.estimator
-    tracked.log_params(params)
+    with store_errors():
+        tracked.log_params(params)
     epoch_logger = tracked.epoch_logger()
     log.info("%s: training on %d samples ...", name, len(dataset.x_train))
     if estimator.flavor == "keras":
         seed_everything(plain["seed"])
     started = time.perf_counter()
+    metrics = None
     try:
         estimator.fit(
             dataset.x_train,
@@ -220,14 +224,18 @@ def _train_and_log(
         epoch_logger.send()  # the last per-epoch metrics are written while the model is evaluated
         metrics = {**evaluate(estimator, dataset), "fit_seconds": fit_seconds}
     finally:
-        epoch_logger.flush()  # the run must not end before they are stored
-    tracked.log_metrics(metrics, step=(estimator.history_epochs() or [0])[-1])
-    if plain["tracking"].get("plots", True):
-        from src.plots import model_figures
+        # The run must not end before they are stored. If the store failed, the
+        # error carries the metrics, which a sweep trial keeps as its result.
+        with store_errors(metrics):
+            epoch_logger.flush()
+    with store_errors(metrics):
+        tracked.log_metrics(metrics, step=(estimator.history_epochs() or [0])[-1])
+        if plain["tracking"].get("plots", True):
+            from src.plots import model_figures
 
-        tracked.log_figures(model_figures(estimator, dataset))
-    if plain["tracking"]["log_models"]:
-        tracked.log_model(estimator, dataset.x_train[:5])
+            tracked.log_figures(model_figures(estimator, dataset))
+        if plain["tracking"]["log_models"]:
+            tracked.log_model(estimator, dataset.x_train[:5])
     log.info("%s: done in %.2f s", name, fit_seconds)
     return metrics
 

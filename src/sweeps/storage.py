@@ -9,6 +9,7 @@ again, so rerunning the sweep finishes the study.
 
 from __future__ import annotations
 
+import random
 import time
 import warnings
 from collections.abc import Callable
@@ -21,10 +22,11 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
 from src.errors import MlplabError, first_line
-from src.tracking import redact
+from src.tracking import redact, redact_text
 
 LOCAL_DIR = Path("mlruns") / "optuna"
 HEARTBEAT_ATTR = "heartbeat"
+SCHEMA_ATTEMPTS = 5
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -100,18 +102,47 @@ def open_storage(
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return HeartbeatJournalStorage(backend, heartbeat_interval, heartbeat_grace, stale)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=heartbeat_grace,
-                heartbeat_stale_trial_callback=stale,
-                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-            )
-    except Exception as exc:  # driver errors vary: name the URL, hide the password
-        raise StorageError(f"cannot open study storage {redact(url)}: {first_line(exc)}") from None
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=heartbeat_grace,
+                    heartbeat_stale_trial_callback=stale,
+                    engine_kwargs=_engine_options(url),
+                )
+        except Exception as exc:  # driver errors vary: name the URL, hide the password
+            if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(exc):
+                time.sleep(0.5 + random.random())
+                continue
+            raise StorageError(
+                f"cannot open study storage {redact(url)}: {redact_text(first_line(exc), url)}"
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _schema_race(exc: Exception) -> bool:
+    """Whether ``exc`` is another process creating Optuna's tables in an empty
+    database at the same moment (machines started together): the tables then
+    exist, and opening again succeeds."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    return isinstance(exc, IntegrityError | ProgrammingError) and (
+        "already exists" in str(exc) or "duplicate key" in str(exc)
+    )
+
+
+def _engine_options(url: str) -> dict | None:
+    """SQLAlchemy options for a server database: connections checked before use
+    (a restarted server), and a bounded wait for an unreachable host."""
+    if url.startswith("sqlite"):
+        return None
+    options: dict = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": 10}
+    return options
 
 
 def retry_callback() -> StaleCallback:

@@ -19,18 +19,22 @@ Such a trial counts toward ``n_trials``; a trial failed because its worker died 
 was interrupted does not, and is run again."""
 
 
-def make_sampler(spec: SweepSpec, worker: int = 0, trials_before: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    spec: SweepSpec, worker: int = 0, trials_before: int = 0, machine: str = ""
+) -> optuna.samplers.BaseSampler:
     """The sweep's sampler, seeded per worker and per resume.
 
     Each worker, and each resumed run of the sweep (``trials_before`` trials
     already in the study), derives its own seed from the sweep's: reusing one
-    seed would propose the same params again.
+    seed would propose the same params again. On a shared storage, commands on
+    several machines may start with the same worker index and trial count, so
+    ``machine`` (host and process) enters the seed too.
     """
     settings = dict(spec.sampler)
     name = settings.pop("name")
     seed = settings.pop("seed", None)
-    if seed is not None and (worker or trials_before):
-        seed = zlib.crc32(f"{seed}:{worker}:{trials_before}".encode()) & 0x7FFFFFFF
+    if seed is not None and (worker or trials_before or machine):
+        seed = zlib.crc32(f"{seed}:{worker}:{trials_before}:{machine}".encode()) & 0x7FFFFFFF
     samplers = optuna.samplers
     factories = {
         "tpe": samplers.TPESampler,

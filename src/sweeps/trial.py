@@ -6,6 +6,7 @@ import math
 import os
 import socket
 from collections.abc import Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -73,6 +74,7 @@ class TrialObjective:
         self.sweep_run_id = sweep_run_id
         self.composer = composer
         self.prune = spec.pruner["name"] != "none"
+        self.tracking_failure: tracking.TrackingError | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         values = {param.key: suggest(trial, param) for param in self.spec.params}
@@ -83,10 +85,26 @@ class TrialObjective:
         except MlplabError as exc:
             _failed_for_good(trial, exc)
             raise
-        experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
+        try:
+            return self._tracked(trial, cfg, plain, values)
+        except tracking.TrackingError as exc:
+            # The store is gone: no later trial could be logged either. Keep this
+            # trial's result if training finished, and stop this worker.
+            self.tracking_failure = exc
+            trial.study.stop()
+            trial.set_user_attr("tracking_failed", str(exc))
+            if exc.metrics is None:
+                trial.set_user_attr("fail_reason", f"tracking failed: {exc}")
+                raise
+            objective = self._objective(trial, exc.metrics)
+            return objective if self.spec.multi_objective else objective[0]
+
+    def _tracked(self, trial: optuna.Trial, cfg: Any, plain: dict[str, Any], values: dict[str, Any]) -> Any:
+        with tracking.store_errors():
+            experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
         tags = {"optuna.study": self.spec.study_name, "optuna.trial": trial.number, STATE_TAG: "RUNNING"}
         reporter = PruningReporter(trial, self.spec.objectives[0].report, self.prune, plain["trainer"]["epochs"])
-        with tracking.run(
+        with tracking.store_errors(), tracking.run(
             f"trial-{trial.number}",
             experiment=experiment,
             parent_run_id=self.sweep_run_id,
@@ -101,6 +119,9 @@ class TrialObjective:
                 trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
                 tracked.set_tags({STATE_TAG: "PRUNED", "pruned_at_epoch": reporter.epoch})
                 raise
+            except tracking.TrackingError:
+                trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
+                raise
             except MlplabError as exc:
                 trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
                 _failed_for_good(trial, exc)
@@ -112,11 +133,15 @@ class TrialObjective:
                 tracked.set_tags({STATE_TAG: "FAIL"})
                 raise
             trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
-            trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
-            objective = [float(metrics[o.metric]) for o in self.spec.objectives]
+            objective = self._objective(trial, metrics)
             tracked.set_tags({STATE_TAG: "COMPLETE"})
             tracked.log_metrics({f"objective.{o.metric}": v for o, v in zip(self.spec.objectives, objective)})
         return objective if self.spec.multi_objective else objective[0]
+
+    def _objective(self, trial: optuna.Trial, metrics: dict[str, float]) -> list[float]:
+        """Records the trial's final metrics and returns its objective values."""
+        trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
+        return [float(metrics[o.metric]) for o in self.spec.objectives]
 
 
 def _failed_for_good(trial: optuna.Trial, exc: BaseException) -> None:

@@ -58,12 +58,17 @@ class Worker:
 
 def open_study(
     spec: SweepSpec, storage_url: str | None, epochs: int, *, worker: int = 0, create: bool = False
-) -> optuna.Study:
+) -> tuple[optuna.Study, bool]:
     """Opens the sweep's study (creating it if ``create``), with its pruner and a
-    sampler seeded for this worker; trials found stale are closed and retried."""
+    sampler seeded for this worker; trials found stale are closed and retried.
+
+    Returns the study and whether this call created it. Of several processes (or
+    machines) starting one sweep at once, exactly one creates the study: storages
+    refuse a second study of the same name. That one opens the sweep's MLflow run.
+    """
     from src.sweeps.storage import open_storage
     from src.sweeps.study import make_pruner, make_sampler
-    from src.sweeps.trial import on_stale_trial
+    from src.sweeps.trial import on_stale_trial, worker_id
 
     storage = open_storage(
         storage_url,
@@ -73,23 +78,29 @@ def open_study(
         on_stale=on_stale_trial,
     )
     pruner = make_pruner(spec, epochs)
+    created = False
     if create:
         try:
             study = optuna.create_study(
-                study_name=spec.study_name, storage=storage, directions=spec.directions,
-                pruner=pruner, load_if_exists=True,
+                study_name=spec.study_name, storage=storage, directions=spec.directions, pruner=pruner,
             )
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            pass
         except ValueError as exc:
             raise ConfigError(f"study {spec.study_name}: {first_line(exc)}") from None
-        if study.metric_names is None:
-            # Shown by optuna-dashboard and Optuna's plots instead of "Objective 0".
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names([o.metric for o in spec.objectives])
-    else:
+    if not created:
         study = optuna.load_study(study_name=spec.study_name, storage=storage, pruner=pruner)
-    study.sampler = make_sampler(spec, worker, trials_before=len(study.get_trials(deepcopy=False)))
-    return study
+    if created:
+        # Shown by optuna-dashboard and Optuna's plots instead of "Objective 0".
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in spec.objectives])
+    shared = storage_url is not None and "://" in storage_url
+    study.sampler = make_sampler(
+        spec, worker, trials_before=len(study.get_trials(deepcopy=False)), machine=worker_id() if shared else ""
+    )
+    return study, created
 
 
 def worker_main(connection: Connection, threads: int, log_path: Path | None) -> None:
@@ -126,17 +137,18 @@ def _optimize(job: WorkerJob) -> None:
     from src.sweeps.trial import TrialObjective
 
     tracking.connect(job.tracking_uri)
-    study = open_study(job.spec, job.storage_url, job.epochs, worker=job.index)
+    study, _ = open_study(job.spec, job.storage_url, job.epochs, worker=job.index)
     stop = StopWhenDone(job.spec.n_trials)
     if stop.done(study):
         return
     timeout = None if job.deadline is None else max(1.0, job.deadline - time.time())
     with Composer() as composer:
-        study.optimize(
-            TrialObjective(job.spec, job.sweep_run_id, composer),
-            timeout=timeout,
-            callbacks=[stop],
-            catch=(MlplabError,),
+        objective = TrialObjective(job.spec, job.sweep_run_id, composer)
+        study.optimize(objective, timeout=timeout, callbacks=[stop], catch=(MlplabError,))
+    if objective.tracking_failure is not None:
+        raise MlplabError(
+            f"{objective.tracking_failure}; this worker stopped. Finished trials are kept in the study; "
+            "run the same command again once the tracking store answers"
         )
 
 
@@ -218,9 +230,20 @@ def _worker_died(study: optuna.Study, index: int, worker: Worker) -> None:
     code = worker.process.exitcode
     how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
     where = f"; see {worker.log_path}" if worker.log_path else ""
+    reason = _error_line(worker.log_path)
+    if reason:
+        how += f" ({reason})"
     failed = fail_trials_of(study, worker.process.pid, f"worker {how}", retry=True)
     requeued = f"; trial {', '.join(map(str, failed))} failed and queued again" if failed else ""
     log.warning("worker %d %s%s%s", index, how, requeued, where)
+
+
+def _error_line(log_path: Path | None) -> str | None:
+    """The last ``mlplab: error:`` line a worker wrote to its log, without the prefix."""
+    if log_path is None or not log_path.exists():
+        return None
+    errors = [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith("mlplab: error: ")]
+    return errors[-1].removeprefix("mlplab: error: ") if errors else None
 
 
 def fail_trials_of(
