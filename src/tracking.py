@@ -195,12 +195,16 @@ class TrackedRun:
         logged = []
         for name, draw in figures.items():
             artifact = f"{folder}/{name}"
+            figure = None
             try:
-                self.client.log_figure(self.run_id, draw(), artifact, save_kwargs={"dpi": 100})
+                figure = draw()
+                self.client.log_figure(self.run_id, figure, artifact, save_kwargs={"dpi": 100, "bbox_inches": "tight"})
             except Exception as exc:
                 log.warning("plot %s skipped: %s", artifact, first_line(exc))
-                continue
-            logged.append(artifact)
+            else:
+                logged.append(artifact)
+            finally:
+                _close_figure(figure)
         return logged
 
     def epoch_logger(self, flush_every: int = 1000, flush_seconds: float = 5.0) -> EpochMetricLogger:
@@ -255,6 +259,15 @@ class TrackedRun:
                 skops_trusted_types=_skops_types(estimator.native),
                 **kwargs,
             )
+
+
+def _close_figure(figure: Any) -> None:
+    """Releases a figure pyplot keeps track of (Optuna's plots are made with pyplot;
+    ours are not, and are freed with their last reference)."""
+    if figure is not None and getattr(figure.canvas, "manager", None) is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
 
 
 def _serving_model(model: Any) -> Any:

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import logging
+import functools
 import math
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,10 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from src.config import CONF_DIR, Composer
-from src.errors import first_line
 from src.sweeps.spec import SweepSpec
 from src.sweeps.trial import EPOCHS_ATTR
 from src.training import format_table
 
-log = logging.getLogger("mlplab")
 
 OUTPUT_DIR = Path("mlruns") / "sweeps"
 
@@ -110,7 +108,7 @@ def train_command(path: Path) -> str:
 
 
 def prepare_plots() -> None:
-    """Imports what :func:`save_plots` needs (about 2 s: matplotlib, Optuna's plots,
+    """Imports what :func:`optuna_figures` needs (about 2 s: matplotlib, Optuna's plots,
     scikit-learn for the importances), so a sweep can do it while its workers run
     rather than after the last trial."""
     import matplotlib
@@ -121,17 +119,17 @@ def prepare_plots() -> None:
     from optuna.visualization import matplotlib as optuna_plots  # noqa: F401
 
 
-def save_plots(study: optuna.Study, spec: SweepSpec, directory: Path) -> list[Path]:
-    """Optuna's plots as PNG files; a plot that cannot be drawn is skipped with a warning."""
+def optuna_figures(study: optuna.Study, spec: SweepSpec) -> dict[str, Callable[[], Any]]:
+    """Optuna's plots of the study, as figure makers by artifact file name (for
+    :meth:`src.tracking.TrackedRun.log_figures`, which skips one that fails)."""
     prepare_plots()
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
     target = None
     target_name = spec.objectives[0].metric
     if spec.multi_objective:
         target = lambda t: t.values[0]  # noqa: E731
-    plots: dict[str, Any] = {
+    plots: dict[str, Callable[[], Any]] = {
         "optimization_history": lambda: optuna_plots.plot_optimization_history(study, target=target, target_name=target_name),
         "param_importances": lambda: optuna_plots.plot_param_importances(study, target=target, target_name=target_name),
         "parallel_coordinate": lambda: optuna_plots.plot_parallel_coordinate(study, target=target, target_name=target_name),
@@ -140,28 +138,19 @@ def save_plots(study: optuna.Study, spec: SweepSpec, directory: Path) -> list[Pa
     if spec.multi_objective:
         names = [o.metric for o in spec.objectives]
         plots["pareto_front"] = lambda: optuna_plots.plot_pareto_front(study, target_names=names)
-    directory.mkdir(parents=True, exist_ok=True)
-    saved = []
-    for name, draw in plots.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                figure = _figure(draw())
-                width, height = figure.get_size_inches()
-                figure.set_size_inches(max(width, 8), max(height, 5))
-            path = directory / f"{name}.png"
-            figure.savefig(path, dpi=100, bbox_inches="tight")
-            plt.close(figure)
-            saved.append(path)
-        except Exception as exc:  # a plot is never worth failing the sweep
-            log.warning("plot %s skipped: %s", name, first_line(exc))
-    return saved
+    return {f"{name}.png": functools.partial(_sized_figure, draw) for name, draw in plots.items()}
 
 
-def _figure(axes: Any) -> Any:
+def _sized_figure(draw: Callable[[], Any]) -> Any:
+    """The figure of an Optuna plot, at least 8 x 5 inches, its experimental warnings quiet."""
     import numpy as np
 
-    return np.atleast_1d(axes).flat[0].figure
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figure = np.atleast_1d(draw()).flat[0].figure
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(max(width, 8), max(height, 5))
+    return figure
 
 
 def log_to_run(tracked: Any, study: optuna.Study, spec: SweepSpec, summary: SweepSummary) -> None:
@@ -181,14 +170,12 @@ def log_to_run(tracked: Any, study: optuna.Study, spec: SweepSpec, summary: Swee
     tracked.set_tags(tags)
     tracked.log_text(top_trials_table(study, spec) + "\n", "top_trials.txt")
     with tempfile.TemporaryDirectory() as tmp:
-        frame = study.trials_dataframe()
         csv_path = Path(tmp) / "trials.csv"
-        frame.to_csv(csv_path, index=False)
-        artifacts = [csv_path, *save_plots(study, spec, Path(tmp) / "plots")]
-        if summary.best_config is not None:
-            artifacts.append(summary.best_config)
-        for path in artifacts:
-            tracked.log_artifact(path, "plots" if path.parent.name == "plots" else None)
+        study.trials_dataframe().to_csv(csv_path, index=False)
+        tracked.log_artifact(csv_path)
+    if summary.best_config is not None:
+        tracked.log_artifact(summary.best_config)
+    tracked.log_figures(optuna_figures(study, spec))
 
 
 def _short(value: Any) -> Any:
