@@ -91,7 +91,7 @@ def run(
     from src import tracking  # MLflow is imported only once the config is known good
 
     experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
-    if plain["tracking"].get("plots", True):
+    if plots_enabled(plain):
         from src.plots import prepare_in_background
 
         prepare_in_background()
@@ -181,7 +181,7 @@ def _run_models(
         ) as child:
             results[name] = _train_and_log(name, model, dataset, child, model.params, listeners, plain)
     parent.log_text(comparison_table(results) + "\n", "comparison.txt")
-    if not flat and dataset.n_features == 2 and plain["tracking"].get("plots", True):
+    if not flat and dataset.n_features == 2 and plots_enabled(plain):
         from src.plots import decision_boundaries
 
         side_by_side = {name: model.estimator for name, model in models.items()}
@@ -230,7 +230,7 @@ def _train_and_log(
             epoch_logger.flush()
     with store_errors(metrics):
         tracked.log_metrics(metrics, step=(estimator.history_epochs() or [0])[-1])
-        if plain["tracking"].get("plots", True):
+        if plots_enabled(plain):
             from src.plots import model_figures
 
             tracked.log_figures(model_figures(estimator, dataset))
@@ -334,6 +334,11 @@ def build_models(
         estimator = build(f"baselines.{name}", plain["baselines"][name])
         models[name] = ModelRun(SklearnBaseline(estimator, dataset.task), estimator.get_params())
     return models
+
+
+def plots_enabled(plain: Mapping[str, Any]) -> bool:
+    """Whether runs draw their figures (``tracking.plots``, on unless set false)."""
+    return bool(plain["tracking"].get("plots", True))
 
 
 def main_model_name(plain: Mapping[str, Any]) -> str:

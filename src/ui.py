@@ -45,9 +45,10 @@ def store_uri(overrides: Sequence[str]) -> str:
     return str(compose(list(overrides)).tracking.uri)
 
 
-def server_command(uri: str, host: str, port: int) -> list[str]:
-    """``mlflow server`` on the store ``uri`` with one worker. For a local SQLite
-    store, experiments created in the UI keep their artifacts beside the others."""
+def server_command(uri: str, host: str, port: int, workers: int = 1) -> list[str]:
+    """``mlflow server`` on the store ``uri`` (one worker process for browsing). For
+    a local SQLite store, experiments created in the UI keep their artifacts beside
+    the others."""
     from src.tracking import sqlite_path
 
     command = [
@@ -55,7 +56,7 @@ def server_command(uri: str, host: str, port: int) -> list[str]:
         "--backend-store-uri", uri,
         "--host", host,
         "--port", str(port),
-        "--workers", "1",
+        "--workers", str(workers),
     ]
     db_path = sqlite_path(uri)
     if db_path is not None:

@@ -8,13 +8,12 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.local_server import free_port, start, stop, wait_until_up
-from src.ui import LEAN_ENVIRONMENT
+from src.local_server import LOOPBACK, free_port, start, stop, wait_until_up
+from src.ui import LEAN_ENVIRONMENT, server_command
 
 PASSWORD = "s3cret-Pa55"
 USER = "mlplab"
@@ -89,14 +88,9 @@ class MlflowServer:
     @classmethod
     def start(cls, backend_uri: str, artifacts: Path, log_path: Path, workers: int = 2) -> MlflowServer:
         port = free_port()
-        command = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", backend_uri,
-            "--artifacts-destination", str(artifacts),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        ]
+        command = [*server_command(backend_uri, LOOPBACK, port, workers), "--artifacts-destination", str(artifacts)]
         process = start(command, log_path, LEAN_ENVIRONMENT)
-        uri = f"http://127.0.0.1:{port}"
+        uri = f"http://{LOOPBACK}:{port}"
         wait_until_up(process, f"{uri}/health", timeout=180)
         return cls(process, uri)
 
