@@ -297,6 +297,8 @@ TRAINER: Fields = {
     "verbose": Choice([0, 1, 2]),
     "engine": Choice(["auto", "fit", "compiled"]),
     "jit_compile": Choice(["auto", True, False]),
+    "divergence_factor": Nullable(Number(gt=1)),
+    "divergence_threshold": Nullable(Number(gt=0)),
 }
 EARLY_STOPPING: Fields = {
     "enabled": Boolean(),
@@ -521,6 +523,12 @@ class Composer:
         match = re.match(r"Could not override '([^']+)'", str(exc))
         if match:
             key = match.group(1)
+            if self.group_options(key):  # a group the defaults list leaves out, e.g. experiment
+                value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "NAME")
+                return ConfigError(
+                    f"{key}={value}: {key} is not in the defaults list, so it is added with a plus: "
+                    f"+{key}={value}"
+                )
             parent, _, _ = key.rpartition(".")
             groups_only = [o for o in overrides if "." not in o.split("=", 1)[0]]
             try:

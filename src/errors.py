@@ -17,16 +17,21 @@ class ConfigError(MlplabError):
     exit_code = 2
 
 
-class NonFiniteLossError(MlplabError):
-    """Training produced a NaN or infinite loss and was stopped."""
+class DivergenceError(MlplabError):
+    """Training diverged (a NaN, infinite or exploding loss, or non-finite
+    weights) and was stopped at ``epoch``.
 
-    def __init__(self, epoch: int, value: float) -> None:
+    Attributes:
+        epoch: The epoch (from 1) at which divergence was seen.
+        value: The loss at that epoch (None when the weights gave it away).
+    """
+
+    HINT = "try a lower optimizer.learning_rate or another initializer"
+
+    def __init__(self, epoch: int, value: float | None, what: str, limit: str = "") -> None:
         self.epoch = epoch
         self.value = value
-        super().__init__(
-            f"training stopped: loss became {value} at epoch {epoch}; "
-            "try a lower optimizer.learning_rate or another initializer"
-        )
+        super().__init__(f"training stopped: {what} at epoch {epoch}{limit}; {self.HINT}")
 
 
 def first_line(exc: BaseException) -> str:

@@ -53,8 +53,9 @@ def find_run(client: Any, args: argparse.Namespace) -> Any:
     return runs[0]
 
 
-def read_matrix(path: Path, drop: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Features from a .npy or CSV file (and the ``drop`` column as labels, if named)."""
+def read_matrix(path: Path, drop: str | None = None) -> tuple[Any, np.ndarray | None]:
+    """Features from a .npy file (an array) or a CSV file (a DataFrame of numeric
+    columns), and the ``drop`` column as labels, if named."""
     if not path.is_file():
         raise MlplabError(f"input file {path} does not exist")
     if path.suffix == ".npy":
@@ -68,9 +69,34 @@ def read_matrix(path: Path, drop: str | None = None) -> tuple[np.ndarray, np.nda
             raise MlplabError(f"--label-column {drop!r} is not a column of {path.name}")
         labels = frame.pop(drop).to_numpy()
     try:
-        return frame.to_numpy(np.float64), labels
+        return frame.astype(np.float64), labels
     except ValueError:
         raise MlplabError(f"{path.name} holds non-numeric feature values") from None
+
+
+def model_input(model: Any, features: Any, source: str, run_id: str) -> Any:
+    """The rows as the model takes them: a DataFrame of its named columns (picked
+    by name from a CSV, in order from an array), or an array of its dtype."""
+    import pandas as pd
+
+    schema = model.metadata.get_input_schema()
+    if schema is None:
+        return np.asarray(features)
+    names = schema.input_names() if schema.has_input_names() else []
+    names = names or (model.metadata.metadata or {}).get("feature_names") or []
+    width = len(names) if names else schema.inputs[0].shape[-1]
+    if isinstance(features, pd.DataFrame) and names and set(names) <= set(map(str, features.columns)):
+        features = features[names]
+    array = np.asarray(features)
+    if array.ndim != 2 or array.shape[1] != width:
+        raise MlplabError(
+            f"{source} has {array.shape[-1] if array.ndim == 2 else array.shape} features per row; "
+            f"the model of run {run_id[:8]} expects {width}"
+            + (f" ({', '.join(names)})" if names and len(names) <= 20 else "")
+        )
+    if schema.is_tensor_spec():
+        return array.astype(schema.inputs[0].type)
+    return pd.DataFrame(array, columns=names).astype({c.name: c.type.to_numpy() for c in schema.inputs})
 
 
 def predict(args: argparse.Namespace) -> tuple[np.ndarray, str | None]:
@@ -88,17 +114,9 @@ def predict(args: argparse.Namespace) -> tuple[np.ndarray, str | None]:
     if not models:
         raise MlplabError(f"run {run.info.run_id} ({run.info.run_name}) logged no model (tracking.log_models=false?)")
     model = mlflow.pyfunc.load_model(models[0].model_uri)
-    x, labels = read_matrix(args.input, args.label_column)
-    schema = model.metadata.get_input_schema()
-    spec = schema.inputs[0] if schema is not None else None
-    if spec is not None and hasattr(spec, "shape"):
-        expected = spec.shape[-1]
-        if x.ndim != 2 or x.shape[1] != expected:
-            raise MlplabError(
-                f"{args.input.name} has {x.shape[-1] if x.ndim == 2 else x.shape} features per row; "
-                f"the model of run {run.info.run_id[:8]} expects {expected}"
-            )
-        x = x.astype(spec.type)
+    _quiet_keras()
+    features, labels = read_matrix(args.input, args.label_column)
+    x = model_input(model, features, args.input.name, run.info.run_id)
     outputs = [np.asarray(model.predict(x[i : i + args.batch_size])) for i in range(0, len(x), args.batch_size)]
     output = np.concatenate(outputs) if outputs else np.empty((0,))
     task = _task(client, run)
@@ -106,6 +124,18 @@ def predict(args: argparse.Namespace) -> tuple[np.ndarray, str | None]:
     if args.labels is not None:
         labels, _ = read_matrix(args.labels)
     return predictions, _score(predictions, labels, task)
+
+
+def _quiet_keras() -> None:
+    """No Keras progress bar in the output: the pyfunc of a Keras model predicts
+    with ``verbose="auto"``, which draws one per batch."""
+    if "keras" in sys.modules:
+        import logging
+
+        import keras
+
+        keras.utils.disable_interactive_logging()  # its messages then go to absl's logger ...
+        logging.getLogger("absl").setLevel(logging.WARNING)  # ... at INFO, not shown
 
 
 def _task(client: Any, run: Any) -> str:

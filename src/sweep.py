@@ -276,15 +276,18 @@ class _Progress:
         from src.sweeps.study import counted_trials
         from src.sweeps.summary import counts_line, trial_line
 
-        new = [t for t in self.study.get_trials(deepcopy=False, states=self.finished) if t.number not in self.seen]
+        finished = self.study.get_trials(deepcopy=False, states=self.finished)
+        new = [t for t in finished if t.number not in self.seen]
         if not new:
             return
         counted = {t.number for t in counted_trials(self.study)}
         position = len(counted) - sum(t.number in counted for t in new)
+        shown = [t for t in finished if t.number in self.seen]
         for trial in sorted(new, key=lambda t: t.datetime_complete or t.datetime_start):
             self.seen.add(trial.number)
+            shown.append(trial)
             position += trial.number in counted
-            print(trial_line(trial, position, self.spec.n_trials, [counts_line(self.study, self.spec)]), flush=True)
+            print(trial_line(trial, position, self.spec.n_trials, [counts_line(shown, self.spec)]), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from src.errors import MlplabError, first_line
+from src.locks import creation_lock
 from src.models.base import EpochListener, Estimator
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,14 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def connect(uri: str) -> None:
-    """Points MLflow at ``uri`` (once per process), creating a local SQLite folder."""
+    """Points MLflow at ``uri`` (once per process), creating a local SQLite store.
+
+    MLflow creates and migrates a SQLite store on first use, in many steps that
+    are not safe to run from several processes at once: commands started together
+    on a fresh folder each saw another one's half-made schema, and left it broken.
+    The first open of a SQLite store therefore happens under a file lock beside it,
+    so one command creates it and the others find it ready.
+    """
     global _connected_uri
     if uri == _connected_uri:
         return
@@ -109,20 +117,57 @@ def connect(uri: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Its "Retrying ..." lines for each attempt; a request that fails for good is reported once, by us.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    db_path = sqlite_path(uri)
-    if db_path is not None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
     if uri.startswith(("http://", "https://")):
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
+    db_path = sqlite_path(uri)
     try:
-        MlflowClient().search_experiments(max_results=1)
+        if db_path is None:
+            MlflowClient().search_experiments(max_results=1)
+        else:
+            with creation_lock(db_path):
+                try:
+                    MlflowClient().search_experiments(max_results=1)
+                except Exception:
+                    broken = broken_store_reason(db_path)
+                    if broken:
+                        raise TrackingError(broken) from None
+                    raise
+    except MlplabError:
+        raise
     except Exception as exc:  # any driver or HTTP error means: not usable
         raise TrackingError(
             f"cannot open the MLflow tracking store {redact(uri)}: {redact_text(first_line(exc), uri)}"
         ) from None
     _connected_uri = uri
+
+
+def broken_store_reason(db_path: Path) -> str | None:
+    """Why the SQLite store at ``db_path`` cannot be used, if an interrupted schema
+    migration left it half done (the file is only read, never changed)."""
+    import sqlite3
+
+    if not db_path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+            leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+            versions = db.execute("select count(*) from alembic_version").fetchone()[0] if "alembic_version" in tables else None
+    except sqlite3.Error:
+        return None
+    if leftovers:
+        what = f"an interrupted schema migration left the table {leftovers[0]} behind"
+    elif versions is not None and versions != 1:
+        what = f"its schema version table holds {versions} rows instead of 1"
+    else:
+        return None
+    backup = db_path.with_name(db_path.name + ".broken")
+    return (
+        f"the MLflow store {db_path} is damaged: {what}. Nothing was deleted. To start a new "
+        f"store, move it aside (mv {db_path} {backup}); its artifacts stay where they are"
+    )
 
 
 def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> str:
@@ -213,8 +258,14 @@ class TrackedRun:
         N epochs of a fast training, whose last batch is best written after it."""
         return EpochMetricLogger(self.client, self.run_id, flush_every, flush_seconds)
 
-    def log_model(self, estimator: Estimator, example: Any) -> None:
+    def log_model(self, estimator: Estimator, example: Any, feature_names: Sequence[str] = ()) -> None:
         """Logs the fitted model with its MLflow flavor, signature and input example.
+
+        ``example`` holds raw input rows, as the model takes them. With
+        ``feature_names``, the signature names those columns and the model takes a
+        DataFrame of them; without, a 2-D array. The Keras flavor only accepts
+        tensor signatures, so a Keras model takes an array whose columns are named
+        in its metadata (``feature_names``).
 
         The pip requirements are given, not inferred: inference re-imports the
         model's libraries in a subprocess, which costs seconds per model.
@@ -225,9 +276,15 @@ class TrackedRun:
         if active is None or active.info.run_id != self.run_id:
             raise RuntimeError("log_model needs its run to be the active MLflow run")
 
+        output = estimator.serving_output(example)
+        if feature_names and estimator.flavor != "keras":
+            import pandas as pd
+
+            example = pd.DataFrame(example, columns=list(feature_names))
         kwargs = {
-            "signature": infer_signature(example, estimator.serving_output(example)),
+            "signature": infer_signature(example, output),
             "input_example": example,
+            "metadata": {"feature_names": list(feature_names)} if feature_names else None,
             "pip_requirements": _pip_requirements(estimator.flavor),
         }
         if estimator.flavor == "keras":

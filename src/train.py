@@ -51,8 +51,19 @@ def preflight(argv: Sequence[str]) -> None:
             overrides.append(arg)
     jobs = expand_sweep(overrides) if multirun else [overrides]
     with Composer(config_dir, config_name) as composer:
+        if (config_dir, config_name) == (CONF_DIR, CONFIG_NAME) and not _names_experiment(overrides):
+            raise ConfigError(
+                "choose an experiment: python -m src.train +experiment=NAME, with NAME one of "
+                f"{', '.join(composer.group_options('experiment'))} (or name your own: experiment_name=NAME)"
+            )
         for job in jobs:
             validate(composer.compose(job))
+
+
+def _names_experiment(overrides: Sequence[str]) -> bool:
+    """Whether the overrides choose an experiment file or name the MLflow experiment."""
+    keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    return bool(keys & {"experiment", "experiment_name"})
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import resolve_loss, validate
 from src.data import Dataset
-from src.errors import ConfigError, NonFiniteLossError
+from src.errors import ConfigError, DivergenceError, first_line
 from src.models.base import EpochListener, Estimator
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mlplab")
 
+FIT_WARNINGS_TAG = "fit_warnings"
 KERAS_MODEL = "keras_mlp"
 NUMPY_MODEL = "numpy_mlp"
 Metrics = dict[str, dict[str, float]]  # ints too, e.g. n_params
@@ -44,13 +45,51 @@ class ModelRun:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-class NonFiniteGuard(EpochListener):
-    """Stops training at the first epoch whose loss is NaN or infinite."""
+class DivergenceGuard(EpochListener):
+    """Stops training at the first epoch whose loss diverges, as Lightning's
+    ``EarlyStopping(check_finite=True, divergence_threshold=...)`` does.
+
+    A loss diverges when it is NaN or infinite, more than ``factor`` times the
+    first epoch's loss, or above ``threshold``. Weights that end non-finite stop
+    it too: a loss averaged during the last epoch can still look finite.
+
+    Args:
+        estimator: The model being trained (its weights are checked at the end).
+        factor: Limit relative to the first epoch's loss (None: off). A finite loss
+            that grows this much has left any training behind: on XOR with SGD at
+            learning rate 1e30 it went 0.70, 1.2e28, 2e30, all finite.
+        threshold: Absolute limit on the loss (None: off).
+    """
+
+    def __init__(self, estimator: Estimator, factor: float | None = None, threshold: float | None = None) -> None:
+        self.estimator = estimator
+        self.factor = factor
+        self.threshold = threshold
+        self.first: float | None = None
+        self.last_epoch = 0
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float]) -> None:
+        self.last_epoch = epoch
         loss = logs.get("loss")
-        if loss is not None and not math.isfinite(loss):
-            raise NonFiniteLossError(epoch, loss)
+        if loss is None:
+            return
+        if not math.isfinite(loss):
+            raise DivergenceError(epoch, loss, f"loss became {loss}")
+        if self.first is None:
+            self.first = loss
+        elif self.factor is not None and loss > self.factor * max(self.first, 1e-12):
+            raise DivergenceError(
+                epoch, loss, f"loss became {loss:.3g}",
+                f", over {self.factor:g} times the first epoch's {self.first:.3g} (trainer.divergence_factor)",
+            )
+        if self.threshold is not None and loss > self.threshold:
+            raise DivergenceError(
+                epoch, loss, f"loss became {loss:.3g}", f", above trainer.divergence_threshold={self.threshold:g}"
+            )
+
+    def on_train_end(self) -> None:
+        if not self.estimator.parameters_finite():
+            raise DivergenceError(self.last_epoch, None, "the weights became non-finite")
 
 
 def run(
@@ -80,7 +119,7 @@ def run(
 
     Raises:
         ConfigError: The config is invalid (before anything heavy is imported).
-        NonFiniteLossError: A loss became NaN or infinite; the runs end FAILED.
+        DivergenceError: The loss or the weights diverged; the runs end FAILED.
     """
     plain = validate(cfg)
     if plain["lesson"] is not None:
@@ -218,9 +257,10 @@ def _train_and_log(
             dataset.x_train,
             dataset.y_train,
             validation_data=dataset.validation_data,
-            listeners=[epoch_logger, NonFiniteGuard(), *listeners],
+            listeners=[epoch_logger, divergence_guard(estimator, plain["trainer"]), *listeners],
         )
         fit_seconds = time.perf_counter() - started
+        _report_fit_warnings(name, estimator, tracked)
         epoch_logger.send()  # the last per-epoch metrics are written while the model is evaluated
         metrics = {**evaluate(estimator, dataset), "fit_seconds": fit_seconds}
     finally:
@@ -235,22 +275,63 @@ def _train_and_log(
 
             tracked.log_figures(model_figures(estimator, dataset))
         if plain["tracking"]["log_models"]:
-            tracked.log_model(estimator, dataset.x_train[:5])
+            tracked.log_model(estimator, dataset.x_train[:5], dataset.feature_names)
     log.info("%s: done in %.2f s", name, fit_seconds)
     return metrics
+
+
+def _report_fit_warnings(name: str, estimator: Estimator, tracked: TrackedRun) -> None:
+    """A fit's warnings (scikit-learn's ConvergenceWarning, repeated per class or
+    iteration) as one printed line and the run's ``fit_warnings`` tag."""
+    from src.tracking import store_errors
+
+    found = list(dict.fromkeys(estimator.fit_warnings()))
+    if not found:
+        return
+    more = f" (and {len(found) - 1} more; see the run's fit_warnings tag)" if len(found) > 1 else ""
+    log.warning("%s: %s%s", name, found[0], more)
+    with store_errors():
+        tracked.set_tags({FIT_WARNINGS_TAG: "\n".join(found)})
 
 
 # ------------------------------------------------------------------ the pieces
 def load_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
     """Builds the dataset from its config node with Hydra's ``instantiate``, then
     rebalances its training split if ``data.resample`` says so."""
-    from hydra.utils import instantiate
-
     from src.data.resample import resampled
 
     node = dict(data_cfg)
     method = node.pop("resample", "none")
-    return resampled(instantiate(node, _convert_="all"), method, node.get("random_state", 0))
+    return resampled(instantiate_node("data", node), method, node.get("random_state", 0))
+
+
+def instantiate_node(path: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of the config node at ``path``, None for a node
+    without a ``_target_``.
+
+    Hydra wraps whatever the target raises in its own exception, whose text is a
+    paragraph; the user gets the one line instead: a mlplab error as it is, any
+    other as a ConfigError naming the node.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from src.errors import MlplabError
+
+    if node.get("_target_") is None:
+        return None
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, MlplabError):
+            raise cause from None
+        raise ConfigError(f"cannot build {path} ({node['_target_']}): {first_line(cause)}") from None
+
+
+def divergence_guard(estimator: Estimator, trainer: Mapping[str, Any]) -> DivergenceGuard:
+    """The guard with the limits of the ``trainer`` config node."""
+    return DivergenceGuard(estimator, trainer.get("divergence_factor"), trainer.get("divergence_threshold"))
 
 
 def seed_everything(seed: int) -> None:
@@ -277,9 +358,6 @@ def build_models(
         ConfigError: a model cannot be built from its config, or ``only`` names
             a model that is not configured.
     """
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
     main = main_model_name(plain)
     names = [main, *(plain["baselines"] or {})]
     unknown = sorted(set(only or ()) - set(names))
@@ -287,30 +365,23 @@ def build_models(
         raise ConfigError(f"no model named {unknown[0]}; configured: {', '.join(names)}")
     wanted = [n for n in names if only is None or n in only]
 
-    def build(path: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
-        if node.get("_target_") is None:
-            return None
-        try:
-            return instantiate(node, _convert_="all", **kwargs)
-        except InstantiationException as exc:
-            cause = exc.__cause__ or exc
-            raise ConfigError(f"cannot build {path} ({node['_target_']}): {cause}") from None
-
     models: dict[str, ModelRun] = {}
     if main == NUMPY_MODEL and main in wanted:
-        models[main] = ModelRun(_numpy_mlp(plain, dataset, loss, build))
+        numpy_mlp = _numpy_mlp(plain, dataset, loss)
+        numpy_mlp.input_scaling = dataset.scaling
+        models[main] = ModelRun(numpy_mlp)
     if main == KERAS_MODEL and main in wanted:
         trainer = plain["trainer"]
         # Keras rejects an int learning rate, and `optimizer.learning_rate=1` parses as one.
         optimizer = {**plain["optimizer"], "learning_rate": float(plain["optimizer"]["learning_rate"])}
-        keras_mlp = build(
+        keras_mlp = instantiate_node(
             "model",
             plain["model"],
             task=dataset.task,
             n_classes=dataset.n_classes,
-            optimizer=build("optimizer", optimizer),
-            kernel_initializer=build("init", plain["init"]),
-            kernel_regularizer=build("regularizer", plain["regularizer"]),
+            optimizer=instantiate_node("optimizer", optimizer),
+            kernel_initializer=instantiate_node("init", plain["init"]),
+            kernel_regularizer=instantiate_node("regularizer", plain["regularizer"]),
             dropout_rate=plain["dropout"]["rate"],
             loss=loss,
             epochs=trainer["epochs"],
@@ -321,6 +392,8 @@ def build_models(
             engine=trainer.get("engine", "auto"),
             jit_compile=trainer.get("jit_compile", "auto"),
         )
+        # Set, not passed: instantiate would turn the arrays' dataclass into a dict.
+        keras_mlp.input_scaling = dataset.scaling
         from src.tracking import flatten
 
         sections = ("model", "optimizer", "init", "regularizer", "dropout", "trainer")
@@ -331,8 +404,9 @@ def build_models(
     for name in wanted:
         if name == main:
             continue
-        estimator = build(f"baselines.{name}", plain["baselines"][name])
-        models[name] = ModelRun(SklearnBaseline(estimator, dataset.task), estimator.get_params())
+        estimator = instantiate_node(f"baselines.{name}", plain["baselines"][name])
+        baseline = SklearnBaseline(estimator, dataset.task, dataset.scaling, dataset.feature_names)
+        models[name] = ModelRun(baseline, estimator.get_params())
     return models
 
 
@@ -346,7 +420,7 @@ def main_model_name(plain: Mapping[str, Any]) -> str:
     return NUMPY_MODEL if plain["model"]["_target_"].endswith(".NumpyMLP") else KERAS_MODEL
 
 
-def _numpy_mlp(plain: Mapping[str, Any], dataset: Dataset, loss: str, build: Any) -> Estimator:
+def _numpy_mlp(plain: Mapping[str, Any], dataset: Dataset, loss: str) -> Estimator:
     optimizer = plain["optimizer"]
     if not optimizer["_target_"].endswith(".SGD") or optimizer.get("momentum") or optimizer.get("nesterov"):
         raise ConfigError("model=numpy_mlp trains with plain SGD: use optimizer=sgd (no momentum)")
@@ -356,7 +430,7 @@ def _numpy_mlp(plain: Mapping[str, Any], dataset: Dataset, loss: str, build: Any
             f"{dataset.name} is {dataset.task} with loss {loss}"
         )
     trainer = plain["trainer"]
-    return build(
+    return instantiate_node(
         "model",
         plain["model"],
         task=dataset.task,

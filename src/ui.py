@@ -77,8 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = options["host"], options["port"]
         ensure_port_free(host, port, f"choose another port: {USAGE.split(' [')[0]} port={port + 1}")
         db_path = sqlite_path(uri)
-        if db_path is not None and not db_path.exists():
-            print(f"No runs yet at {db_path}: start with python -m src.train +experiment=xor")
+        if db_path is not None:
+            if not db_path.exists():
+                print(f"No runs yet at {db_path}: start with python -m src.train +experiment=xor")
+            # Created (or upgraded) here, under the store's lock, not by the server
+            # racing a training that starts at the same moment.
+            from src.tracking import connect
+
+            connect(uri)
         treat_termination_as_interrupt()
         process = start(server_command(uri, host, port), LOG_PATH, LEAN_ENVIRONMENT)
         address = f"http://{host}:{port}"

@@ -50,12 +50,15 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri)
 
 
-def run_cli(module: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs ``python -m <module> args`` as a user would, from ``cwd``."""
+def run_cli(
+    module: str, *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs ``python -m <module> args`` as a user would, from ``cwd`` (in ``env``,
+    by default this process's, tracking into the tests' store)."""
     result = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=timeout,

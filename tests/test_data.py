@@ -29,12 +29,15 @@ def no_download(dataset):
 
 @needs_shared
 @pytest.mark.parametrize(("dataset", "mean_pixel"), [("mnist", 0.1307), ("fashion_mnist", 0.2860)])
-def test_idx_files_load_verified_and_scaled(dataset, mean_pixel):
+def test_idx_files_load_verified_raw_with_their_scaling(dataset, mean_pixel):
     data = load_images(dataset, dataset, dir=str(SHARED), val_size=0.1, download=no_download)
     assert data.x_train.shape == (54000, 784) and data.x_val.shape == (6000, 784)
     assert data.x_test.shape == (10000, 784)
-    assert data.x_train.dtype == np.float32 and 0 <= data.x_train.min() and data.x_train.max() <= 1
-    assert np.concatenate([data.x_train, data.x_val]).mean() == pytest.approx(mean_pixel, abs=1e-3)
+    # raw pixels, as a user has them; the models divide by 255 themselves
+    assert data.x_train.dtype == np.float32 and data.x_train.min() == 0 and data.x_train.max() == 255
+    scaled = data.scaling.apply(np.concatenate([data.x_train, data.x_val]))
+    assert scaled.dtype == np.float32 and scaled.max() == 1
+    assert scaled.mean() == pytest.approx(mean_pixel, abs=1e-3)
     assert sorted(np.unique(data.y_test)) == list(range(10)) and data.n_classes == 10
 
 
@@ -85,15 +88,17 @@ def test_auto_mpg_rows_features_and_split():
     assert data.feature_names[-3:] == ("origin_europe", "origin_japan", "origin_usa")
     assert np.all(data.x_train[:, -3:].sum(axis=1) == 1)
     assert 9.0 <= data.y_train.min() and data.y_train.max() <= 46.6
-    scaled = load_auto_mpg(dir=str(SHARED), standardize=True)
-    assert np.allclose(scaled.x_train.mean(axis=0), 0, atol=1e-5)
-    assert not np.allclose(scaled.x_test.mean(axis=0), 0, atol=1e-3)  # test rows keep their own spread
+    standardized = load_auto_mpg(dir=str(SHARED), standardize=True)
+    np.testing.assert_array_equal(standardized.x_train, data.x_train)  # the arrays stay in their units
+    scaling = standardized.scaling  # statistics of the training split only
+    assert np.allclose(scaling.apply(standardized.x_train).mean(axis=0), 0, atol=1e-5)
+    assert not np.allclose(scaling.apply(standardized.x_test).mean(axis=0), 0, atol=1e-3)
 
 
 def test_digits_work_offline():
     data = load_digits()
     assert data.x_train.shape == (1437, 64) and data.x_test.shape == (360, 64)
-    assert data.x_train.max() <= 1.0
+    assert data.x_train.max() == 16 and data.scaling.apply(data.x_train).max() == 1.0
 
 
 # ------------------------------------------------------------------- CSV files

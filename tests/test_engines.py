@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from src.config import compose, resolve_loss, validate
-from src.errors import ConfigError, NonFiniteLossError
+from src.errors import ConfigError, DivergenceError
 from src.models.base import EpochListener
-from src.training import NonFiniteGuard, build_models, load_dataset, seed_everything
+from src.training import DivergenceGuard, build_models, load_dataset, seed_everything
 
 
 def trained(*overrides: str, engine: str, listeners=()):
@@ -20,6 +20,8 @@ def trained(*overrides: str, engine: str, listeners=()):
     seed_everything(plain["seed"])
     estimator = build_models(plain, dataset, resolve_loss(plain["trainer"]["loss"], dataset.task),
                              only=["keras_mlp"])["keras_mlp"].estimator
+    if callable(listeners):  # listeners that need the estimator
+        listeners = listeners(estimator)
     estimator.fit(dataset.x_train, dataset.y_train, validation_data=dataset.validation_data,
                   listeners=listeners)
     return estimator, dataset
@@ -99,9 +101,9 @@ def test_listeners_hear_every_epoch_in_order_across_chunks():
 
 def test_non_finite_loss_stops_the_compiled_engine_at_its_epoch():
     recorder = Recorder()
-    with pytest.raises(NonFiniteLossError) as caught:
+    with pytest.raises(DivergenceError) as caught:
         trained("+experiment=iris", "optimizer=sgd", "optimizer.learning_rate=1e6", "trainer.epochs=50",
-                engine="compiled", listeners=[NonFiniteGuard(), recorder])
+                engine="compiled", listeners=lambda estimator: [DivergenceGuard(estimator), recorder])
     # the guard raised at the first non-finite epoch of the chunk; later listeners heard none after it
     assert recorder.epochs[-1][0] == caught.value.epoch - 1
     assert caught.value.epoch < 50

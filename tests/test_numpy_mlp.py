@@ -4,6 +4,7 @@ textbook examples to the published digits."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from src.models.numpy_mlp import NumpyMLP
@@ -95,7 +96,8 @@ def test_numpy_mlp_is_a_model_option_logged_like_the_others(client):
     experiment = client.get_experiment_by_name("numpy_xor")
     logged = client.search_logged_models([experiment.experiment_id])
     model = mlflow.pyfunc.load_model(logged[0].model_uri)
-    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)  # as logged in the signature
+    # the signature names XOR's columns, as logged
+    x = pd.DataFrame(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32), columns=["x1", "x2"])
     assert list((np.asarray(model.predict(x)).ravel() >= 0.5).astype(int)) == [0, 1, 1, 0]
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert len(client.get_metric_history(runs["numpy_mlp"].info.run_id, "loss")) >= 1000

@@ -12,7 +12,7 @@ from mlflow.entities import RunStatus, ViewType
 
 from src import tracking
 from src.config import compose
-from src.errors import NonFiniteLossError
+from src.errors import DivergenceError
 from src.training import git_commit, run
 from tests.conftest import run_cli
 
@@ -124,8 +124,8 @@ def test_epoch_metrics_are_written_in_batches():
 
 def test_non_finite_loss_fails_the_runs_with_the_reason(client):
     overrides = ["+experiment=iris", "optimizer=sgd", "optimizer.learning_rate=1e6",
-                 "trainer.epochs=20", "experiment_name=diverging"]
-    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch \d+"):
+                 "trainer.epochs=20", "experiment_name=diverging", "trainer.divergence_factor=null"]
+    with pytest.raises(DivergenceError, match=r"loss became nan at epoch \d+"):
         run(compose(overrides))
     experiment = client.get_experiment_by_name("diverging")
     runs = client.search_runs([experiment.experiment_id])
@@ -175,7 +175,7 @@ def test_cli_multirun_over_seeds(tmp_path, client):
 def test_cli_non_finite_loss_exits_nonzero_without_traceback(tmp_path):
     result = run_cli(
         "src.train", "+experiment=iris", "optimizer=sgd", "optimizer.learning_rate=1e6",
-        "trainer.epochs=20", "experiment_name=diverging_cli", cwd=tmp_path,
+        "trainer.epochs=20", "trainer.divergence_factor=null", "experiment_name=diverging_cli", cwd=tmp_path,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

@@ -91,7 +91,7 @@ def test_baselines_are_built_from_the_config():
     assert list(models) == ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
     perceptron = models["sklearn_perceptron"].estimator
     assert isinstance(perceptron, SklearnBaseline)
-    assert perceptron.native.get_params()["random_state"] == 32
+    assert perceptron.estimator.get_params()["random_state"] == 32
     assert models["sklearn_mlp"].params["max_iter"] == 1000
 
 

@@ -11,6 +11,39 @@ TASKS = ("binary", "multiclass", "regression")
 
 
 @dataclass(frozen=True)
+class InputScaling:
+    """Per-feature ``(x - offset) / scale``, fitted on the training split (or fixed,
+    as 255 for pixels) and applied by every model to the raw inputs it is given.
+
+    The arrays of a :class:`Dataset` stay in the dataset's own units; each model
+    carries this step inside itself (a Keras Normalization layer, the first step
+    of a scikit-learn Pipeline, the NumPy MLP's own input), so a logged model
+    takes the inputs a user has.
+    """
+
+    offset: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def standardizing(cls, x: np.ndarray) -> InputScaling:
+        """The training split's mean and deviation (a constant column keeps scale 1)."""
+        x = np.asarray(x, dtype=np.float64)
+        std = x.std(axis=0)
+        return cls(offset=x.mean(axis=0), scale=np.where(std == 0, 1.0, std))
+
+    @classmethod
+    def dividing(cls, n_features: int, divisor: float) -> InputScaling:
+        """Every feature divided by ``divisor`` (pixels by their largest value)."""
+        return cls(offset=np.zeros(n_features), scale=np.full(n_features, float(divisor)))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Scaled inputs, in ``x``'s float dtype (float32 stays float32)."""
+        x = np.asarray(x)
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+        return ((x - self.offset.astype(dtype)) / self.scale.astype(dtype)).astype(dtype, copy=False)
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Arrays of one dataset, split and preprocessed, ready for any model.
 
@@ -22,7 +55,9 @@ class Dataset:
         x_val, y_val: Optional validation split, seen per epoch but not trained on.
         x_test, y_test: Optional held-out test split. Without one, models are
             scored on the training split (as in the XOR and Perceptron exercises).
-        feature_names, class_names: For plots and model signatures.
+        feature_names, class_names: For plots and model signatures (no feature
+            names where columns have none, such as pixels).
+        scaling: How the models scale these raw inputs (None: they take them as they are).
     """
 
     name: str
@@ -35,6 +70,7 @@ class Dataset:
     y_test: np.ndarray | None = None
     feature_names: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
+    scaling: InputScaling | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

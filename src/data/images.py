@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.dataset import Dataset
+from src.data.dataset import Dataset, InputScaling
 from src.data.files import DataError, data_dir, local_files, missing_files_error
 from src.data.splits import carve_validation
 
@@ -53,7 +53,8 @@ def load_images(
     random_state: int = 0,
     download: Callable[[str], Arrays] | None = None,
 ) -> Dataset:
-    """A 28x28 digit or clothing dataset as flat vectors scaled to [0, 1].
+    """A 28x28 digit or clothing dataset as flat vectors of raw pixels (0-255),
+    which the models scale to [0, 1] themselves (``Dataset.scaling``).
 
     Args:
         dataset: ``mnist`` or ``fashion_mnist``.
@@ -91,10 +92,10 @@ def load_images(
         y_val=y_val,
         x_test=_flat(x_test),
         y_test=y_test.astype(np.int64),
-        feature_names=tuple(f"pixel_{i}" for i in range(28 * 28)),
         class_names=CLASS_NAMES[dataset],
+        scaling=InputScaling.dividing(28 * 28, 255),
     )
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+    return images.reshape(len(images), -1).astype(np.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from src.data.dataset import Dataset
+from src.data.dataset import Dataset, InputScaling
 
 
 def carve_validation(
@@ -48,16 +48,8 @@ def split(
 
 
 def standardized(dataset: Dataset) -> Dataset:
-    """Every split scaled with the training split's mean and deviation."""
+    """The dataset with its models told to standardize their inputs with the
+    training split's mean and deviation (the arrays stay in their own units)."""
     from dataclasses import replace
 
-    mean = dataset.x_train.mean(axis=0)
-    std = dataset.x_train.std(axis=0)
-    std = np.where(std == 0, 1, std)  # a constant column stays as it is
-
-    def scale(x: np.ndarray | None) -> np.ndarray | None:
-        return None if x is None else (x - mean) / std
-
-    return replace(
-        dataset, x_train=scale(dataset.x_train), x_val=scale(dataset.x_val), x_test=scale(dataset.x_test)
-    )
+    return replace(dataset, scaling=InputScaling.standardizing(dataset.x_train))

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from src.data.dataset import Dataset
+from src.data.dataset import Dataset, InputScaling
 from src.data.splits import split, standardized
 
 
@@ -53,12 +53,15 @@ def load_digits(
     standardize: bool = False,
     random_state: int = 0,
 ) -> Dataset:
-    """scikit-learn's 8x8 digits (1797 images, shipped with scikit-learn), pixels
-    scaled to [0, 1]; stratified splits as for Iris."""
+    """scikit-learn's 8x8 digits (1797 images, shipped with scikit-learn): raw
+    pixels (0-16), which the models scale to [0, 1]; stratified splits as for Iris."""
+    from dataclasses import replace
+
     from sklearn.datasets import load_digits as sklearn_digits
 
     digits = sklearn_digits()
-    return _bundled(name, digits, digits.data / 16.0, test_size, val_size, standardize, random_state)
+    dataset = _bundled(name, digits, digits.data, test_size, val_size, standardize, random_state)
+    return dataset if standardize else replace(dataset, scaling=InputScaling.dividing(dataset.n_features, 16))
 
 
 def _bundled(

@@ -90,6 +90,15 @@ class Estimator(abc.ABC):
         them (a regressor, a Perceptron)."""
         return None
 
+    def fit_warnings(self) -> list[str]:
+        """What the last fit warned about (a baseline that did not converge), one
+        line each; the training loop reports them once and tags the run."""
+        return []
+
+    def parameters_finite(self) -> bool:
+        """Whether every learned weight is finite (True for models that cannot diverge)."""
+        return True
+
     def summary_metrics(self) -> dict[str, float]:
         """Figures that describe the fitted model itself, such as its parameter count."""
         return {}

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from src.data.dataset import InputScaling
 from src.errors import ConfigError
 from src.models.base import EpochListener, Estimator
 
@@ -17,14 +18,28 @@ class SklearnBaseline(Estimator):
     Args:
         estimator: An unfitted scikit-learn estimator.
         task: ``binary``, ``multiclass`` or ``regression``.
+        input_scaling: The dataset's scaling of raw inputs: fitted, it becomes the
+            first step of a Pipeline, which is what ``native`` (the logged model) is.
+        feature_names: The raw columns' names, which the model is fitted with (so a
+            DataFrame with those columns is what the logged model takes).
     """
 
     flavor = "sklearn"
 
-    def __init__(self, estimator: Any, task: str) -> None:
+    def __init__(
+        self,
+        estimator: Any,
+        task: str,
+        input_scaling: InputScaling | None = None,
+        feature_names: Sequence[str] = (),
+    ) -> None:
         self.estimator = estimator
         self.task = task
+        self.input_scaling = input_scaling
+        self.feature_names = tuple(feature_names)
         self.history = {}
+        self.model_: Any = None
+        self.fit_warnings_: list[str] = []
 
     def fit(
         self,
@@ -34,24 +49,58 @@ class SklearnBaseline(Estimator):
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         listeners: Sequence[EpochListener] = (),
     ) -> SklearnBaseline:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.utils._param_validation import InvalidParameterError
 
+        self.model_ = self.estimator
+        if self.input_scaling is not None:
+            from sklearn.frozen import FrozenEstimator
+            from sklearn.pipeline import Pipeline
+
+            scaler = FrozenEstimator(fitted_scaler(self.input_scaling, self.feature_names))
+            self.model_ = Pipeline([("input_scaling", scaler), ("model", self.estimator)])
         try:
-            self.estimator.fit(x, y)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                self.model_.fit(self._frame(x), y)
         except InvalidParameterError as exc:
             raise ConfigError(f"bad baseline parameter: {exc}") from None
+        self.fit_warnings_ = []
+        for warning in caught:
+            if issubclass(warning.category, ConvergenceWarning):
+                self.fit_warnings_.append(f"ConvergenceWarning: {str(warning.message).splitlines()[0]}")
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         curve = getattr(self.estimator, "loss_curve_", None)
         if curve is not None:
             self.history = {"loss": [float(v) for v in curve]}
         return self
 
+    def fit_warnings(self) -> list[str]:
+        return list(self.fit_warnings_)
+
+    def _frame(self, x: np.ndarray) -> Any:
+        """``x`` as the fitted model takes it: a DataFrame of the named columns, if named."""
+        if not self.feature_names or not isinstance(x, np.ndarray):
+            return x
+        import pandas as pd
+
+        return pd.DataFrame(x, columns=list(self.feature_names))
+
+    def _fitted(self) -> Any:
+        if self.model_ is None:
+            raise RuntimeError("SklearnBaseline is not fitted yet; call fit first")
+        return self.model_
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.estimator.predict(x)
+        return self._fitted().predict(self._frame(x))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray | None:
         if self.task == "regression" or not hasattr(self.estimator, "predict_proba"):
             return None
-        return self.estimator.predict_proba(x)
+        return self._fitted().predict_proba(self._frame(x))
 
     def serving_output(self, x: np.ndarray) -> np.ndarray:
         return self.predict(x)
@@ -67,4 +116,25 @@ class SklearnBaseline(Estimator):
 
     @property
     def native(self) -> Any:
-        return self.estimator
+        """The fitted model as logged: the estimator, after the input scaling if any."""
+        return self._fitted()
+
+
+def fitted_scaler(scaling: InputScaling, feature_names: Sequence[str] = ()) -> Any:
+    """A StandardScaler in the fitted state that computes ``scaling``.
+
+    Its statistics are the dataset's (fitted on the training split, or fixed like
+    255 for pixels), so it is set rather than fitted; FrozenEstimator keeps a
+    Pipeline from fitting it again.
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler(with_mean=bool(np.any(scaling.offset)))
+    scaler.mean_ = np.asarray(scaling.offset, dtype=np.float64)
+    scaler.scale_ = np.asarray(scaling.scale, dtype=np.float64)
+    scaler.var_ = np.square(scaler.scale_)
+    scaler.n_features_in_ = len(scaler.scale_)
+    scaler.n_samples_seen_ = 1
+    if feature_names:
+        scaler.feature_names_in_ = np.asarray(feature_names, dtype=object)
+    return scaler

@@ -8,9 +8,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from src.data.dataset import InputScaling
 from src.models.base import EpochListener, Estimator
 
 _PREDICT_BATCH = 4096
+INPUT_SCALING_LAYER = "input_scaling"
 COMPILED_MAX_BYTES = 1 << 30
 """Largest training input the ``auto`` engine keeps resident for the compiled loop."""
 XLA_MIN_STEPS = 5000
@@ -48,6 +50,8 @@ class KerasMLP(Estimator):
             engine only; see ``XLA_MIN_STEPS``).
         normalize: Start with a Normalization layer adapted to the training
             inputs (their mean and variance, nothing from held-out rows).
+        input_scaling: The dataset's scaling of raw inputs, built into the network
+            as its first layer, so the model takes inputs in their own units.
     """
 
     flavor = "keras"
@@ -73,9 +77,11 @@ class KerasMLP(Estimator):
         engine: str = "auto",
         jit_compile: bool | str = "auto",
         normalize: bool = False,
+        input_scaling: InputScaling | None = None,
     ) -> None:
         self.hidden_units = list(hidden_units)
         self.normalize = normalize
+        self.input_scaling = input_scaling
         self.activation = activation
         self.output_activation = output_activation or default_output_activation(task)
         self.task = task
@@ -104,9 +110,11 @@ class KerasMLP(Estimator):
     def build(self, x: np.ndarray) -> keras.Model:
         """The compiled network for inputs like ``x`` (which a Normalization layer adapts to)."""
         layers: list[keras.layers.Layer] = [keras.Input(shape=(x.shape[1],))]
+        if self.input_scaling is not None:
+            layers.append(fixed_normalization(self.input_scaling))
         if self.normalize:
             normalization = keras.layers.Normalization()
-            normalization.adapt(x)
+            normalization.adapt(x if self.input_scaling is None else self.input_scaling.apply(x))
             layers.append(normalization)
         for units in self.hidden_units:
             layers.append(self._dense(units, self.activation))
@@ -266,8 +274,13 @@ class KerasMLP(Estimator):
     def native(self) -> keras.Model:
         return self._fitted()
 
+    def parameters_finite(self) -> bool:
+        return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self._fitted().weights)
+
     def summary_metrics(self) -> dict[str, float]:
-        return {"n_params": self._fitted().count_params()}
+        # The network's own parameters: the input scaling is the dataset's units, not the model's.
+        layers = [layer for layer in self._fitted().layers if layer.name != INPUT_SCALING_LAYER]
+        return {"n_params": sum(layer.count_params() for layer in layers)}
 
     def _hidden_kernels(self) -> dict[str, np.ndarray]:
         dense = [layer for layer in self._fitted().layers if isinstance(layer, keras.layers.Dense)]
@@ -276,6 +289,21 @@ class KerasMLP(Estimator):
     def weight_snapshots(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         end = self._hidden_kernels() if self.model_ is not None else {}
         return {name: (self.initial_kernels_[name], end[name]) for name in end if name in self.initial_kernels_}
+
+
+def fixed_normalization(scaling: InputScaling) -> keras.layers.Normalization:
+    """A Normalization layer computing ``(x - offset) / scale``.
+
+    Its statistics are set as an adapted layer's variables rather than passed as
+    ``mean=``/``variance=``: those become constants of a traced program, which
+    the compiled engine reuses across models of one structure.
+    """
+    layer = keras.layers.Normalization(name=INPUT_SCALING_LAYER)
+    layer.build((None, len(scaling.offset)))
+    layer.adapt_mean.assign(scaling.offset.astype(np.float32))
+    layer.adapt_variance.assign(np.square(scaling.scale).astype(np.float32))
+    layer.finalize_state()
+    return layer
 
 
 def default_output_activation(task: str) -> str:

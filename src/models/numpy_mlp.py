@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from src.data.dataset import InputScaling
 from src.models.base import EpochListener, Estimator
 
 ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu")
@@ -59,6 +60,8 @@ class NumpyMLP(Estimator):
         use_bias: Whether layers have biases.
         seed: Seed of the initial weights (Glorot uniform) and the sample order.
         shuffle: Visit samples in a new random order each epoch.
+        input_scaling: The dataset's scaling, applied to the raw inputs that
+            ``fit``, ``predict`` and the logged model are given.
     """
 
     flavor = "pyfunc"
@@ -77,6 +80,7 @@ class NumpyMLP(Estimator):
         use_bias: bool = True,
         seed: int = 0,
         shuffle: bool = False,
+        input_scaling: InputScaling | None = None,
     ) -> None:
         if task not in ("binary", "regression"):
             raise ValueError(f"NumpyMLP has one output unit: task {task!r} is not binary or regression")
@@ -91,6 +95,7 @@ class NumpyMLP(Estimator):
         self.use_bias = use_bias
         self.seed = seed
         self.shuffle = shuffle
+        self.input_scaling = input_scaling
         self.weights: list[np.ndarray] = []
         self.biases: list[np.ndarray] = []
         self.history = {}
@@ -178,7 +183,8 @@ class NumpyMLP(Estimator):
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         listeners: Sequence[EpochListener] = (),
     ) -> NumpyMLP:
-        x = np.asarray(x, dtype=np.float64)
+        raw = x
+        x = self._scaled(x)
         t = np.asarray(y, dtype=np.float64).reshape(-1, 1)
         if not self.weights:
             self.initialize(x.shape[1])
@@ -197,7 +203,7 @@ class NumpyMLP(Estimator):
             if epoch % every and epoch != self.epochs:
                 continue
             self.recorded_epochs_.append(epoch)
-            logs = {"loss": self.loss(x, y)}
+            logs = {"loss": self.loss(raw, y)}
             if validation_data is not None:
                 logs["val_loss"] = self.loss(*validation_data)
             for key, value in logs.items():
@@ -208,8 +214,13 @@ class NumpyMLP(Estimator):
             listener.on_train_end()
         return self
 
+    def _scaled(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return x if self.input_scaling is None else self.input_scaling.apply(x)
+
     def serving_output(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)[1][-1]
+        """The output unit for raw inputs ``x`` (scaled here, as the logged model does)."""
+        return self.forward(self._scaled(x))[1][-1]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray | None:
         if self.task == "regression" or self.output_activation != "sigmoid":
@@ -234,6 +245,9 @@ class NumpyMLP(Estimator):
     def weight_snapshots(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         start = self.initial_weights_
         return {f"hidden_{i + 1}": (start[i], self.weights[i]) for i in range(len(start) - 1)}
+
+    def parameters_finite(self) -> bool:
+        return all(np.isfinite(a).all() for a in (*self.weights, *self.biases))
 
     def summary_metrics(self) -> dict[str, float]:
         return {"n_params": int(sum(w.size for w in self.weights) + (sum(b.size for b in self.biases) if self.use_bias else 0))}

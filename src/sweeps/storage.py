@@ -22,6 +22,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
 from src.errors import MlplabError, first_line
+from src.locks import creation_lock
 from src.tracking import redact, redact_text
 
 LOCAL_DIR = Path("mlruns") / "optuna"
@@ -99,8 +100,8 @@ def open_storage(
 
     path = journal_path(url, study_name)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        with creation_lock(path):
+            backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return HeartbeatJournalStorage(backend, heartbeat_interval, heartbeat_grace, stale)
     for attempt in range(SCHEMA_ATTEMPTS):
         try:

@@ -182,18 +182,31 @@ def _short(value: Any) -> Any:
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
-def counts_line(study: optuna.Study, spec: SweepSpec) -> str:
-    trials = study.get_trials(deepcopy=False)
+def counts_line(trials: Sequence[FrozenTrial], spec: SweepSpec) -> str:
+    """The best value and the pruned and failed counts among ``trials`` (those a
+    terminal has shown so far, so the counts never run ahead of its lines)."""
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
     failed = sum(t.state == TrialState.FAIL for t in trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         best = "none yet"
     elif spec.multi_objective:
-        best = f"Pareto front of {len(study.best_trials)}"
+        best = f"Pareto front of {len(_pareto_front(complete, spec.directions))}"
     else:
-        best = f"{study.best_value:.6g} (#{study.best_trial.number})"
+        sign = -1 if spec.directions[0] == "maximize" else 1
+        top = min(complete, key=lambda t: (sign * t.values[0], t.number))
+        best = f"{top.values[0]:.6g} (#{top.number})"
     return f"best {best}, pruned {pruned}, failed {failed}"
+
+
+def _pareto_front(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> list[FrozenTrial]:
+    signs = [-1 if d == "maximize" else 1 for d in directions]
+
+    def dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
+        pairs = [(s * x, s * y) for s, x, y in zip(signs, a.values, b.values, strict=True)]
+        return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+    return [t for t in trials if not any(dominates(o, t) for o in trials)]
 
 
 def format_values(trial: FrozenTrial) -> str:
@@ -210,5 +223,8 @@ def trial_line(trial: FrozenTrial, counted: int, total: int | None, suffix: Sequ
         detail += f" ({reason})"
     if trial.state == TrialState.PRUNED and EPOCHS_ATTR in trial.user_attrs:
         detail += f" at epoch {trial.user_attrs[EPOCHS_ATTR]}"
-    of = f"/{total}" if total else ""
+    if total and counted > total:  # workers raced for the last trials
+        of = f" (extra: started before the {total}th finished)"
+    else:
+        of = f"/{total}" if total else ""
     return f"trial {counted}{of}  #{trial.number} {trial.state.name}{detail}  | " + " | ".join(suffix)
