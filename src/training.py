@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import resolve_loss, validate
 from src.data import Dataset
-from src.errors import ConfigError, DivergenceError, first_line
+from src.errors import ConfigError, DivergenceError, MlplabError, first_line
 from src.models.base import EpochListener, Estimator
 
 if TYPE_CHECKING:
@@ -315,8 +315,6 @@ def instantiate_node(path: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
-
-    from src.errors import MlplabError
 
     if node.get("_target_") is None:
         return None

@@ -111,7 +111,8 @@ def test_mlflow_ui_shows_the_runs_their_metrics_and_plots(xor_runs, page, tmp_pa
 
         page.goto(f"{address}/#/experiments")
         page.get_by_text("Model training", exact=True).click()  # MLflow 3 opens on its GenAI views
-        page.get_by_role("link", name="xor", exact=True).click()
+        page.get_by_role("link").first.wait_for()  # the list of experiments, a page of the suite's many
+        page.goto(f"{address}/#/experiments/{experiment_id}")
         parent_row = page.get_by_role("row").filter(has_text=parent_name)
         parent_row.wait_for()
         child_rows = page.get_by_role("row").filter(has_text="sklearn_perceptron")

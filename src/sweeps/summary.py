@@ -224,7 +224,7 @@ def trial_line(trial: FrozenTrial, counted: int, total: int | None, suffix: Sequ
     if trial.state == TrialState.PRUNED and EPOCHS_ATTR in trial.user_attrs:
         detail += f" at epoch {trial.user_attrs[EPOCHS_ATTR]}"
     if total and counted > total:  # workers raced for the last trials
-        of = f" (extra: started before the {total}th finished)"
+        of = f" (extra: started before the study reached {total})"
     else:
         of = f"/{total}" if total else ""
     return f"trial {counted}{of}  #{trial.number} {trial.state.name}{detail}  | " + " | ".join(suffix)
