@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from src.config import compose, resolve_loss, validate  # noqa: E402
-from src.models.base import EpochListener  # noqa: E402
+from src.listeners import EpochListener  # noqa: E402
 from src.training import build_models, load_dataset, seed_everything  # noqa: E402
 
 

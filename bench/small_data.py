@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from src.config import compose, resolve_loss, validate  # noqa: E402
-from src.training import NonFiniteGuard, build_models, load_dataset, seed_everything  # noqa: E402
+from src.training import DivergenceGuard, build_models, load_dataset, seed_everything  # noqa: E402
 
 # Short and long runs per engine: fit is ~30 ms/epoch, the compiled loop ~0.1 ms.
 EPOCHS = {"fit": (20, 120), "compiled": (100, 5100)}
@@ -40,7 +40,7 @@ def fit_seconds(experiment: str, overrides: list[str], epochs: int) -> float:
     seed_everything(plain["seed"])
     estimator = build_models(plain, dataset, loss, only=["keras_mlp"])["keras_mlp"].estimator
     started = time.perf_counter()
-    estimator.fit(dataset.x_train, dataset.y_train, listeners=[NonFiniteGuard()])
+    estimator.fit(dataset.x_train, dataset.y_train, listeners=[DivergenceGuard(estimator)])
     return time.perf_counter() - started
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from src.sweeps.spec import SweepSpec, load_spec  # noqa: E402
+from src.sweeps.definition import SweepSpec  # noqa: E402
+from src.sweeps.spec import load_spec  # noqa: E402
 from src.sweeps.trial import TRIAL_OVERRIDES  # noqa: E402
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from src import tracking  # noqa: E402
 from src.config import compose, resolve_loss, validate  # noqa: E402
-from src.training import NonFiniteGuard, build_models, load_dataset, run, seed_everything  # noqa: E402
+from src.training import DivergenceGuard, build_models, load_dataset, run, seed_everything  # noqa: E402
 
 DEFAULT_CONFIGS = ["+experiment=iris", "+experiment=mnist trainer.epochs=5"]
 
@@ -40,12 +40,12 @@ def overhead(overrides: list[str], uri: str, experiment: str, repeats: int) -> t
         data = dict(validation_data=dataset.validation_data)
         if not tracked:
             started = time.perf_counter()
-            estimator.fit(dataset.x_train, dataset.y_train, listeners=[NonFiniteGuard()], **data)
+            estimator.fit(dataset.x_train, dataset.y_train, listeners=[DivergenceGuard(estimator)], **data)
             return time.perf_counter() - started
         with tracking.run("keras_mlp", experiment=experiment) as child:
             logger = child.epoch_logger()
             started = time.perf_counter()
-            estimator.fit(dataset.x_train, dataset.y_train, listeners=[logger, NonFiniteGuard()], **data)
+            estimator.fit(dataset.x_train, dataset.y_train, listeners=[logger, DivergenceGuard(estimator)], **data)
             seconds = time.perf_counter() - started
             started = time.perf_counter()
             logger.flush()  # as src.training does after training: the last batch, written and waited for
@@ -89,7 +89,7 @@ def main() -> None:
         whole = []
         for _ in range(max(3, args.repeats // 2)):
             started = time.perf_counter()
-            results = run(cfg)
+            results = run(cfg).metrics
             whole.append((time.perf_counter() - started, sum(m["fit_seconds"] for m in results.values())))
         total, fitting = (statistics.median(x) for x in zip(*whole))
         print(f"\nwhole tracked run of {' '.join(configs[0])} (all models): {total:.3f} s, of which fitting "

@@ -418,6 +418,12 @@ def _resolve(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 _ABSENT = object()
 
 
+def has_key(cfg: DictConfig, key: str) -> bool:
+    """Whether the dotted ``key`` exists in ``cfg`` (its value may be null)."""
+    return OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
+
+
+
 class Composer:
     """Composes run configs from ``conf/`` with Hydra's compose API.
 
@@ -471,7 +477,7 @@ class Composer:
                 self._merged.pop(next(iter(self._merged)))
             self._merged[files] = merged
         changes = [o for o, change in zip(parsed, is_change, strict=True) if change]
-        if any(OmegaConf.select(merged, o.key_or_group, default=_ABSENT) is _ABSENT for o in changes):
+        if not all(has_key(merged, o.key_or_group) for o in changes):
             return self._hydra_compose(overrides)  # Hydra's own error for the unknown key
         cfg = copy.deepcopy(merged)
         for override in changes:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from src.errors import ConfigError, MlplabError
+from src.errors import ConfigError, MlplabError, report
 from src.local_server import LOOPBACK, ensure_port_free, parse_options
 
 USAGE = "python -m src.dashboard sweeps/<name>.yaml [port=8080] [host=127.0.0.1] [storage=URL] [study_name=S]"
@@ -78,8 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_port_free(host, port, f"choose another port: python -m src.dashboard {spec_path} port={port + 1}")
         server = make_server(storage, host, port)
     except MlplabError as exc:
-        print(f"mlplab: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     except KeyboardInterrupt:
         return 130
     print(f"Optuna dashboard: http://{host}:{port}/dashboard  (study {study_name} in {shown}; Ctrl-C stops it)",

@@ -4,6 +4,10 @@ exit non-zero instead of showing a traceback."""
 
 from __future__ import annotations
 
+import sys
+
+ERROR_PREFIX = "mlplab: error: "
+
 
 class MlplabError(Exception):
     """Base class of the errors reported to the user as a single line."""
@@ -38,3 +42,13 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name if it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def report(exc: MlplabError) -> int:
+    """Prints the one line a user reads for ``exc`` on stderr; returns its exit code.
+
+    Every command ends a user's mistake through here, so the line always reads
+    ``mlplab: error: ...``.
+    """
+    print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
+    return exc.exit_code

@@ -3,18 +3,24 @@
 ``+experiment=gd_quadratic`` runs gradient descent on ``(x - 3)^2 + 10`` from
 ``x = 10`` once per learning rate, one MLflow child run each, and says what each
 did: converged, crawled, oscillated or diverged. A divergence is a result here,
-not a crash.
+not a crash. ``python -m src.train`` sends a config with a ``lesson:`` node here
+(:func:`run`) instead of to the model-training path.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from src.config import validate
+from src.errors import ConfigError
+from src.results import RunResult, comparison_table
+
+if TYPE_CHECKING:
+    from src.tracking import TrackedRun
 
 log = logging.getLogger("mlplab")
 
@@ -53,18 +59,47 @@ def classify(path: Sequence[float], minimum: float) -> str:
     return "crawls"
 
 
-def run_gd_quadratic(plain: Mapping[str, Any], tracked_parent: Any, experiment: str) -> dict[str, dict[str, Any]]:
-    """One child run per learning rate, with the trajectory per step and a plot."""
+def run(cfg: Any, parent_run_id: str | None = None) -> RunResult:
+    """Runs the lesson of a composed config (``lesson.kind``) under a parent run of
+    its own, which records only the lesson's settings.
+
+    Raises:
+        ConfigError: The config is invalid, or has no lesson.
+    """
     from src import tracking
 
+    plain = validate(cfg)
     lesson = plain["lesson"]
+    if lesson is None:
+        raise ConfigError(f"{plain['experiment_name']} is not a lesson: train it with src.training.run")
+    experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
+    tags = {"experiment": plain["experiment_name"], "lesson": lesson["kind"]}
+    with tracking.invocation_run(plain, experiment, parent_run_id, tags) as parent:
+        tracking.log_config(parent, {"experiment_name": plain["experiment_name"], "lesson": lesson})
+        results, run_ids = run_gd_quadratic(lesson, parent, experiment)
+        parent.log_text(comparison_table(results) + "\n", "comparison.txt")
+    return RunResult(results, experiment, parent.run_id, parent.run_name, run_ids)
+
+
+def run_gd_quadratic(
+    lesson: Mapping[str, Any], parent: TrackedRun, experiment: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """One child run per learning rate, with the trajectory per step and a plot.
+
+    Returns:
+        The outcome of each learning rate, and its run id, by child-run name.
+    """
+    from src import tracking
+    from src.plots import gradient_descent
+
     start, minimum, offset = float(lesson["start"]), float(lesson["minimum"]), float(lesson["offset"])
     results: dict[str, dict[str, Any]] = {}
+    run_ids: dict[str, str] = {}
     for learning_rate in lesson["learning_rates"]:
         name = f"lr={learning_rate:g}"
         descent = descend(start, minimum, float(learning_rate), int(lesson["steps"]))
         with tracking.run(
-            name, experiment=experiment, parent_run_id=tracked_parent.run_id, tags={"outcome": descent.outcome}
+            name, experiment=experiment, parent_run_id=parent.run_id, tags={"outcome": descent.outcome}
         ) as child:
             child.log_params({"learning_rate": learning_rate, "start": start, "steps": lesson["steps"]})
             logger = child.epoch_logger()
@@ -74,36 +109,9 @@ def run_gd_quadratic(plain: Mapping[str, Any], tracked_parent: Any, experiment: 
             logger.flush()
             summary = {"final_x": descent.final_x, "steps": len(descent.path) - 1}
             child.log_metrics({k: v for k, v in summary.items() if math.isfinite(v)})
-            _log_plot(child, descent, minimum, offset)
+            child.log_figures({"descent.png": lambda d=descent: gradient_descent(d.path, d.learning_rate, d.outcome,
+                                                                                 minimum, offset)})
+            run_ids[name] = child.run_id
         results[name] = {**summary, "outcome": descent.outcome}
         log.info("%s: %s, x = %.6g after %d steps", name, descent.outcome, descent.final_x, summary["steps"])
-    return results
-
-
-def _log_plot(tracked: Any, descent: Descent, minimum: float, offset: float) -> None:
-    """The parabola with the points visited; a plotting error is only a warning."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-
-        shown = [x for x in descent.path if math.isfinite(x)][:60]
-        span = max(abs(x - minimum) for x in shown) * 1.1 or 1.0
-        grid = np.linspace(minimum - span, minimum + span, 400)
-        figure, axes = plt.subplots(figsize=(6, 4))
-        axes.plot(grid, (grid - minimum) ** 2 + offset, color="0.6", label="f(x) = (x - 3)² + 10")
-        points = np.array(shown)
-        axes.plot(points, (points - minimum) ** 2 + offset, "o-", markersize=4, label="visited")
-        axes.set_title(f"learning rate {descent.learning_rate:g}: {descent.outcome}")
-        axes.set_xlabel("x")
-        axes.set_ylabel("f(x)")
-        axes.legend()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "descent.png"
-            figure.savefig(path, dpi=100, bbox_inches="tight")
-            tracked.log_artifact(path)
-        plt.close(figure)
-    except Exception as exc:  # a plot is never worth failing the run
-        log.warning("plot skipped: %s", exc)
+    return results, run_ids

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from src.errors import ConfigError, MlplabError
+from src.errors import ConfigError, MlplabError, report
 
 LOOPBACK = "127.0.0.1"
 
@@ -150,5 +150,4 @@ def serve_until_interrupted(process: subprocess.Popen, banner: str) -> int:
         stop(process)
         print("stopped", file=sys.stderr)
         return 0
-    print(f"mlplab: error: the server exited (code {code}): {_last_line(process)}", file=sys.stderr)
-    return 1
+    return report(MlplabError(f"the server exited (code {code}): {_last_line(process)}"))

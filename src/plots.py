@@ -250,3 +250,22 @@ def weight_histograms(snapshots: Mapping[str, tuple[np.ndarray, np.ndarray]]) ->
         ax.set_ylabel("count")
         ax.legend()
     return figure
+
+
+def gradient_descent(
+    path: Sequence[float], learning_rate: float, outcome: str, minimum: float, offset: float
+) -> Figure:
+    """The parabola ``(x - minimum)² + offset`` with the points a descent visited."""
+    shown = [x for x in path if np.isfinite(x)][:60]
+    span = max(abs(x - minimum) for x in shown) * 1.1 or 1.0
+    grid = np.linspace(minimum - span, minimum + span, 400)
+    figure, axes = _figure(1, 1)
+    axis = axes[0, 0]
+    axis.plot(grid, (grid - minimum) ** 2 + offset, color="0.6", label=f"f(x) = (x - {minimum:g})² + {offset:g}")
+    points = np.array(shown)
+    axis.plot(points, (points - minimum) ** 2 + offset, "o-", markersize=4, label="visited")
+    axis.set_title(f"learning rate {learning_rate:g}: {outcome}")
+    axis.set_xlabel("x")
+    axis.set_ylabel("f(x)")
+    axis.legend()
+    return figure

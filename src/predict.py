@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from src.config import DEFAULT_TRACKING_URI
-from src.errors import MlplabError
+from src.errors import MlplabError, report
 
 LOWER_IS_BETTER = ("mae", "mse", "loss", "seconds")
 
@@ -192,8 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if score:
             print(score)
     except MlplabError as exc:
-        print(f"mlplab: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        sys.exit(report(exc))
 
 
 if __name__ == "__main__":

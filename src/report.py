@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import DEFAULT_TRACKING_URI
-from src.errors import MlplabError
+from src.errors import MlplabError, report
 
 # The headline metric of a model run, by preference: held-out first.
 HEADLINE = ("test_accuracy", "test_mae", "val_accuracy", "train_accuracy", "train_mae", "final_x")
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = collect(args.uri, args.experiments)
         if not rows:
             raise MlplabError("no finished runs to report; run an experiment first (python -m src.train +experiment=xor)")
-        from src.training import format_table
+        from src.results import format_table
 
         print(format_table(rows, COLUMNS))
         table = markdown(rows)
@@ -118,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.readme:
             update_readme(args.readme, table)
     except MlplabError as exc:
-        print(f"mlplab: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        sys.exit(report(exc))
 
 
 if __name__ == "__main__":

@@ -12,19 +12,24 @@ config override applied to every trial. Every trial goes through
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from src.errors import ConfigError, MlplabError
+from src.errors import ConfigError, MlplabError, report
+
+if TYPE_CHECKING:
+    import optuna
+    from omegaconf import DictConfig
+
+    from src.sweeps.definition import SweepSpec
+    from src.sweeps.summary import SweepSummary
 
 log = logging.getLogger("mlplab")
 
-RUN_ATTR = "mlflow_run_id"
 BASELINES_ATTR = "baselines_run_id"
 
 
@@ -38,6 +43,26 @@ class SweepOptions:
     timeout: float | None = None
     verbose: bool = False
     overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OpenedSweep:
+    """A sweep ready to run: its checked definition and base config, its study,
+    and its MLflow experiment.
+
+    Attributes:
+        created: Whether this command created the study (it then opens the
+            sweep's MLflow run and trains the baselines).
+        recovered: Trials of a dead worker this command failed and queued again.
+    """
+
+    spec: SweepSpec
+    base_cfg: DictConfig
+    plain: dict[str, Any]
+    study: optuna.Study
+    created: bool
+    experiment: str
+    recovered: list[int]
 
 
 _OPTION_TYPES: dict[str, Any] = {
@@ -79,7 +104,7 @@ def _convert(key: str, value: str, kind: Any) -> Any:
         raise ConfigError(f"bad value {key}={value!r}: expected {'an integer' if kind is int else 'a number'}") from None
 
 
-def sweep(options: SweepOptions) -> Any:
+def sweep(options: SweepOptions) -> SweepSummary:
     """Runs the sweep to its end and returns its summary."""
     from src.config import compose, validate
     from src.sweeps.spec import load_spec
@@ -104,17 +129,15 @@ def sweep(options: SweepOptions) -> Any:
         options.workers, [None if log_dir is None else log_dir / f"worker-{i}.log" for i in range(options.workers)]
     )
     try:
-        study, created, experiment, recovered = _open(options, spec, plain)
-        return _run(options, spec, base_cfg, plain, workers, study, created, experiment, recovered)
+        return _run(options, _open(options, spec, base_cfg, plain), workers)
     except BaseException:
         stop_workers([w.process for w in workers])  # those still waiting for a job, if any
         raise
 
 
-def _open(options: SweepOptions, spec: Any, plain: dict[str, Any]) -> tuple[Any, bool, str, list[int]]:
+def _open(options: SweepOptions, spec: SweepSpec, base_cfg: DictConfig, plain: dict[str, Any]) -> OpenedSweep:
     """Opens the MLflow experiment and opens (or creates) the study; fails orphaned
-    trials. Returns the study, whether this process created it, the experiment id
-    and the trials it failed."""
+    trials."""
     import optuna
 
     from src import tracking
@@ -130,20 +153,10 @@ def _open(options: SweepOptions, spec: Any, plain: dict[str, Any]) -> tuple[Any,
             f"study {spec.study_name} in {describe(options.storage, spec.study_name)} optimizes "
             f"{[d.name.lower() for d in study.directions]}, not {spec.directions}; use another study_name"
         )
-    return study, created, experiment, recover_orphans(study)
+    return OpenedSweep(spec, base_cfg, plain, study, created, experiment, recover_orphans(study))
 
 
-def _run(
-    options: SweepOptions,
-    spec: Any,
-    base_cfg: Any,
-    plain: dict[str, Any],
-    workers: list[Any],
-    study: Any,
-    created: bool,
-    experiment: str,
-    recovered: list[int],
-) -> Any:
+def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> SweepSummary:
     """Opens the sweep's MLflow run, trains the baselines, hands the workers their
     jobs, watches them, and summarizes."""
     from src import tracking
@@ -152,9 +165,12 @@ def _run(
     from src.sweeps.summary import (
         OUTPUT_DIR, log_to_run, prepare_plots, summarize, top_trials_table, train_command, write_best_config,
     )
+    from src.results import comparison_table
+    from src.sweeps.trial import RUN_ID_ATTR
     from src.sweeps.workers import WorkerJob, interrupt_workers, run_workers, send_jobs
-    from src.training import comparison_table, run
+    from src.training import run
 
+    spec, plain, study, experiment = opened.spec, opened.plain, opened.study, opened.experiment
     epochs = plain["trainer"]["epochs"]
     uri = plain["tracking"]["uri"]
     done = len(counted_trials(study))
@@ -163,11 +179,11 @@ def _run(
     print(f"Sweep {spec.study_name}: {target}{timeout} on {options.workers} worker(s)")
     print(f"  study:  {describe(options.storage, spec.study_name)}" + (f" (resuming: {done} done)" if done else ""))
     print(f"  MLflow: experiment '{plain['experiment_name']}' at {tracking.redact(uri)}")
-    if recovered:
-        print(f"  trial {', '.join(map(str, recovered))} of a dead worker marked failed and queued again")
+    if opened.recovered:
+        print(f"  trial {', '.join(map(str, opened.recovered))} of a dead worker marked failed and queued again")
 
-    run_id = study.user_attrs.get(RUN_ATTR)
-    waited = run_id is None and not created
+    run_id = study.user_attrs.get(RUN_ID_ATTR)
+    waited = run_id is None and not opened.created
     if waited:
         run_id = _wait_for_sweep_run(study, spec.study_name)
     # A tracking store that fails mid-sweep ends it with one line; the study keeps every result.
@@ -180,7 +196,7 @@ def _run(
         progress = _Progress(study, spec)
         try:
             if run_id is None:
-                study.set_user_attr(RUN_ATTR, parent.run_id)
+                study.set_user_attr(RUN_ID_ATTR, parent.run_id)
                 parent.log_params(
                     {"sweep.file": spec.path.name, "sweep.experiment": spec.experiment,
                      "sweep.objectives": ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives),
@@ -198,8 +214,8 @@ def _run(
             # trains the baselines; one resuming a study whose baselines never ran does too.
             if plain["baselines"] and BASELINES_ATTR not in study.user_attrs and not waited:
                 print("Training the baselines once for the whole sweep ...")
-                results = run(base_cfg, parent_run_id=parent.run_id, only=list(plain["baselines"]))
-                print(comparison_table(results))
+                results = run(opened.base_cfg, parent_run_id=parent.run_id, only=list(plain["baselines"]))
+                print(comparison_table(results.metrics))
                 study.set_user_attr(BASELINES_ATTR, "done")
             prepare_plots()  # while the workers run, not after the last trial
         except BaseException as exc:
@@ -237,17 +253,19 @@ def _redacted(override: str) -> str:
     return f"{key}{sep}{redact(value)}" if sep else override
 
 
-def _wait_for_sweep_run(study: Any, study_name: str, timeout: float = 120) -> str | None:
+def _wait_for_sweep_run(study: optuna.Study, study_name: str, timeout: float = 120) -> str | None:
     """The sweep's MLflow run id, once the process that created the study has
     opened it (another machine starting the same sweep at the same time).
 
     Returns None if it does not appear within ``timeout`` seconds (that process
     died first): this one then opens the run.
     """
+    from src.sweeps.trial import RUN_ID_ATTR
+
     print(f"  waiting for the command that created study {study_name} to open its MLflow run ...", flush=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run_id = study.user_attrs.get(RUN_ATTR)
+        run_id = study.user_attrs.get(RUN_ID_ATTR)
         if run_id is not None:
             return run_id
         time.sleep(0.5)
@@ -264,7 +282,7 @@ def _describe_param(param: Any) -> str:
 class _Progress:
     """Prints one line per finished trial: k/N, its value, the best so far, counts."""
 
-    def __init__(self, study: Any, spec: Any) -> None:
+    def __init__(self, study: optuna.Study, spec: SweepSpec) -> None:
         from optuna.trial import TrialState
 
         self.study = study
@@ -296,8 +314,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         sweep(parse_args(argv))
     except MlplabError as exc:
-        print(f"mlplab: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        sys.exit(report(exc))
     except KeyboardInterrupt:
         command = shlex.join(["python", "-m", "src.sweep", *argv])
         print(f"\nInterrupted: finished trials are kept; running trials were marked failed.\nResume with: {command}",

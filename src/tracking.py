@@ -16,19 +16,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
-import mlflow.pyfunc
-import mlflow.sklearn
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from src.errors import MlplabError, first_line
 from src.locks import creation_lock
-from src.models.base import EpochListener, Estimator
+from src.listeners import EpochListener
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +206,9 @@ def open_experiment(name: str, settings: Mapping[str, Any]) -> str:
 class TrackedRun:
     """Logging calls for one MLflow run."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, run_name: str = "") -> None:
         self.run_id = run_id
+        self.run_name = run_name
         self.client = MlflowClient()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -258,64 +257,23 @@ class TrackedRun:
         N epochs of a fast training, whose last batch is best written after it."""
         return EpochMetricLogger(self.client, self.run_id, flush_every, flush_seconds)
 
-    def log_model(self, estimator: Estimator, example: Any, feature_names: Sequence[str] = ()) -> None:
-        """Logs the fitted model with its MLflow flavor, signature and input example.
+    def log_model(self, model: LoggableModel, example: Any, feature_names: Sequence[str] = ()) -> None:
+        """Logs a fitted model into this run, with its signature and input example
+        (``example``: raw input rows, ``feature_names``: their columns' names).
 
-        ``example`` holds raw input rows, as the model takes them. With
-        ``feature_names``, the signature names those columns and the model takes a
-        DataFrame of them; without, a 2-D array. The Keras flavor only accepts
-        tensor signatures, so a Keras model takes an array whose columns are named
-        in its metadata (``feature_names``).
-
-        The pip requirements are given, not inferred: inference re-imports the
-        model's libraries in a subprocess, which costs seconds per model.
+        Each model family knows its MLflow flavor (``model.log_model``); MLflow's
+        flavors log into the active run, which this run must be.
         """
-        from mlflow.models import Model, infer_signature
-
         active = mlflow.active_run()
         if active is None or active.info.run_id != self.run_id:
             raise RuntimeError("log_model needs its run to be the active MLflow run")
+        model.log_model(example, feature_names)
 
-        output = estimator.serving_output(example)
-        if feature_names and estimator.flavor != "keras":
-            import pandas as pd
 
-            example = pd.DataFrame(example, columns=list(feature_names))
-        kwargs = {
-            "signature": infer_signature(example, output),
-            "input_example": example,
-            "metadata": {"feature_names": list(feature_names)} if feature_names else None,
-            "pip_requirements": _pip_requirements(estimator.flavor),
-        }
-        if estimator.flavor == "keras":
-            import keras
+class LoggableModel(Protocol):
+    """A fitted model that logs itself with its MLflow flavor into the active run."""
 
-            # MLflow checks the input example by predicting with `verbose="auto"`: keep
-            # Keras' progress bar (sent to the absl logger when not interactive) quiet.
-            absl_logger = logging.getLogger("absl")
-            level = absl_logger.level
-            keras.utils.disable_interactive_logging()
-            absl_logger.setLevel(logging.WARNING)
-            try:
-                Model.log(
-                    artifact_path=None,
-                    name="model",
-                    flavor=_KerasFlavor,
-                    model=estimator.native,
-                    **kwargs,
-                )
-            finally:
-                absl_logger.setLevel(level)
-                keras.utils.enable_interactive_logging()
-        elif estimator.flavor == "pyfunc":
-            mlflow.pyfunc.log_model(name="model", python_model=_serving_model(estimator.native), **kwargs)
-        else:
-            mlflow.sklearn.log_model(
-                estimator.native,
-                name="model",
-                skops_trusted_types=_skops_types(estimator.native),
-                **kwargs,
-            )
+    def log_model(self, example: Any, feature_names: Sequence[str]) -> None: ...
 
 
 def _close_figure(figure: Any) -> None:
@@ -325,46 +283,6 @@ def _close_figure(figure: Any) -> None:
         import matplotlib.pyplot as plt
 
         plt.close(figure)
-
-
-def _serving_model(model: Any) -> Any:
-    """A plain-Python model (the NumPy MLP) as an MLflow pyfunc model.
-
-    Defined on first use, with MLflow's warnings about ``predict``'s type hints
-    silenced: they would print at import time for every command.
-    """
-    import warnings
-
-    import numpy as np
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-
-        class ServingModel(mlflow.pyfunc.PythonModel):
-            def __init__(self, model):  # noqa: ANN001
-                self.model = model
-
-            def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-                return self.model.serving_output(np.asarray(model_input, dtype=np.float64))
-
-    return ServingModel(model)
-
-
-class _KerasFlavor:
-    """``mlflow.keras`` with the model folder made before its ``save_model`` runs.
-
-    Given an input example, ``mlflow.keras.save_model`` writes it before creating
-    the folder and fails (mlflow/mlflow#16183, open in MLflow 3.17).
-    """
-
-    __name__ = "mlflow.keras"
-
-    @staticmethod
-    def save_model(path: str, **kwargs: Any) -> None:
-        import mlflow.keras
-
-        Path(path).mkdir(parents=True, exist_ok=True)
-        mlflow.keras.save_model(path=path, **kwargs)
 
 
 @contextlib.contextmanager
@@ -396,7 +314,7 @@ def run(
     status = RunStatus.FINISHED
     in_flight = True  # an exception is leaving the block
     try:
-        yield TrackedRun(active.info.run_id)
+        yield TrackedRun(active.info.run_id, active.info.run_name)
         in_flight = False
     except finish_on:
         raise
@@ -420,6 +338,40 @@ def run(
         else:
             with store_errors():
                 mlflow.end_run(status=RunStatus.to_string(status))
+
+
+def invocation_run(
+    plain: Mapping[str, Any],
+    experiment: str,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> contextlib.AbstractContextManager[TrackedRun]:
+    """The parent run of one invocation of a config, named after its experiment
+    and the time (``xor-20261122-104551``), described by its ``description``."""
+    from datetime import datetime
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return run(
+        f"{plain['experiment_name']}-{stamp}",
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        description=plain["description"],
+        tags=tags,
+    )
+
+
+def log_config(tracked: TrackedRun, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` (a password in ``tracking.uri`` redacted) as dotted params and
+    ``config.yaml``; returns the params logged."""
+    from omegaconf import OmegaConf
+
+    logged = dict(config)
+    if "tracking" in logged:
+        logged["tracking"] = {**logged["tracking"], "uri": redact(logged["tracking"]["uri"])}
+    flat = flatten(logged)
+    tracked.log_params(flat)
+    tracked.log_text(OmegaConf.to_yaml(OmegaConf.create(logged)), "config.yaml")
+    return flat
 
 
 class EpochMetricLogger(EpochListener):
@@ -506,17 +458,3 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _param_value(value: Any) -> str:
     text = "null" if value is None else str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."
-
-
-def _skops_types(model: Any) -> list[str]:
-    """The types skops would refuse to load from ``model``; we built it, so we trust them."""
-    import skops.io
-
-    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
-
-
-def _pip_requirements(flavor: str) -> list[str]:
-    from importlib.metadata import version
-
-    packages = {"keras": ("tensorflow", "keras"), "sklearn": ("scikit-learn",), "pyfunc": ("numpy",)}[flavor]
-    return [f"{package}=={version(package)}" for package in packages]

@@ -17,7 +17,8 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR, CONFIG_NAME, DEFAULT_TRACKING_URI, Composer, expand_sweep, validate
-from src.errors import ConfigError, MlplabError
+from src.errors import ConfigError, MlplabError, report
+from src.results import RunResult
 
 log = logging.getLogger("mlplab")
 
@@ -68,55 +69,45 @@ def _names_experiment(overrides: Sequence[str]) -> bool:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Hydra task: one run, its comparison table printed."""
-    from src.training import comparison_table, run
+    """Hydra task: one run (a training, or a lesson), its comparison table printed."""
+    from src.results import comparison_table
 
     try:
-        results = run(cfg)
+        if cfg.get("lesson") is not None:
+            from src.lessons import run
+        else:
+            from src.training import run
+        result = run(cfg)
     except MlplabError as exc:
-        _fail(exc)
+        sys.exit(report(exc))
     except KeyboardInterrupt:
         print("mlplab: interrupted; the MLflow runs were ended as KILLED", file=sys.stderr)
         sys.exit(130)
     print()
-    print(comparison_table(results))
+    print(comparison_table(result.metrics))
     print()
-    print(_where_logged(cfg))
-    return results
+    print(_where_logged(cfg, result))
+    return result.metrics
 
 
-def _where_logged(cfg: DictConfig) -> str:
-    import mlflow
-
+def _where_logged(cfg: DictConfig, result: RunResult) -> str:
     from src.tracking import redact
 
     uri = redact(cfg.tracking.uri)
-    parent = mlflow.last_active_run()
-    lines = [
-        f"Logged to MLflow experiment '{cfg.experiment_name}', run {parent.info.run_name} "
-        f"({parent.info.run_id}), in {uri}"
-    ]
+    lines = [f"Logged to MLflow experiment '{cfg.experiment_name}', run {result.run_name} ({result.run_id}), in {uri}"]
     if not uri.startswith(("http://", "https://")):
         store = "" if uri == DEFAULT_TRACKING_URI else f" tracking.uri={uri}"
         lines.append(f"Browse it: python -m src.ui{store}")
     else:
-        lines.append(
-            f"Browse it: {uri.rstrip('/')}/#/experiments/{parent.info.experiment_id}"
-            f"/runs/{parent.info.run_id}"
-        )
+        lines.append(f"Browse it: {uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
     return "\n".join(lines)
-
-
-def _fail(exc: MlplabError) -> None:
-    print(f"mlplab: error: {exc}", file=sys.stderr)
-    sys.exit(exc.exit_code)
 
 
 def main() -> None:
     try:
         preflight(sys.argv[1:])
     except ConfigError as exc:
-        _fail(exc)
+        sys.exit(report(exc))
     train()
 
 

@@ -12,18 +12,18 @@ import math
 import subprocess
 import time
 from collections.abc import Collection, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.config import resolve_loss, validate
 from src.data import Dataset
 from src.errors import ConfigError, DivergenceError, MlplabError, first_line
-from src.models.base import EpochListener, Estimator
+from src.listeners import EpochListener
+from src.models.base import Estimator
+from src.results import Metrics, RunResult, comparison_table
 
 if TYPE_CHECKING:
     from src.tracking import TrackedRun
@@ -33,8 +33,6 @@ log = logging.getLogger("mlplab")
 FIT_WARNINGS_TAG = "fit_warnings"
 KERAS_MODEL = "keras_mlp"
 NUMPY_MODEL = "numpy_mlp"
-Metrics = dict[str, dict[str, float]]  # ints too, e.g. n_params
-"""Final metrics by model name, e.g. ``{"keras_mlp": {"train_accuracy": 1.0, ...}}``."""
 
 
 @dataclass
@@ -99,7 +97,7 @@ def run(
     into: TrackedRun | None = None,
     listeners: Sequence[EpochListener] = (),
     only: Collection[str] | None = None,
-) -> Metrics:
+) -> RunResult:
     """Trains every configured model on one dataset and tracks it all in MLflow.
 
     Args:
@@ -115,15 +113,16 @@ def run(
             baseline). Without ``keras_mlp``, TensorFlow is not imported.
 
     Returns:
-        Final metrics by model name.
+        The final metrics by model name, and the runs that hold them.
 
     Raises:
-        ConfigError: The config is invalid (before anything heavy is imported).
+        ConfigError: The config is invalid (before anything heavy is imported),
+            or it is a lesson's (see :mod:`src.lessons`).
         DivergenceError: The loss or the weights diverged; the runs end FAILED.
     """
     plain = validate(cfg)
     if plain["lesson"] is not None:
-        return _run_lesson(plain, parent_run_id)
+        raise ConfigError(f"{plain['experiment_name']} is a lesson without a dataset: run it with src.lessons.run")
     dataset = load_dataset(plain["data"])
     loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
 
@@ -136,54 +135,9 @@ def run(
         prepare_in_background()
     models = build_models(plain, dataset, loss, only=only)
     if into is not None:
-        flat = len(models) == 1
-        return _run_models(into, plain, dataset, models, experiment, listeners, flat=flat)
-    with _invocation_run(plain, experiment, parent_run_id) as parent:
+        return _run_models(into, plain, dataset, models, experiment, listeners, flat=len(models) == 1)
+    with tracking.invocation_run(plain, experiment, parent_run_id) as parent:
         return _run_models(parent, plain, dataset, models, experiment, listeners, flat=False)
-
-
-def _invocation_run(
-    plain: Mapping[str, Any],
-    experiment: str,
-    parent_run_id: str | None,
-    tags: Mapping[str, Any] | None = None,
-) -> AbstractContextManager[TrackedRun]:
-    """The parent run of one invocation, named after the experiment and the time."""
-    from src import tracking
-
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return tracking.run(
-        f"{plain['experiment_name']}-{stamp}",
-        experiment=experiment,
-        parent_run_id=parent_run_id,
-        description=plain["description"],
-        tags=tags,
-    )
-
-
-def _log_config(tracked: TrackedRun, plain: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config (passwords redacted) as dotted params and ``config.yaml``."""
-    from src import tracking
-
-    logged = _redacted(plain)
-    flat = tracking.flatten(logged)
-    tracked.log_params(flat)
-    tracked.log_text(OmegaConf.to_yaml(OmegaConf.create(logged)), "config.yaml")
-    return flat
-
-
-def _run_lesson(plain: Mapping[str, Any], parent_run_id: str | None) -> Metrics:
-    """A lesson without a dataset (``lesson.kind``), under a parent run of its own."""
-    from src import tracking
-    from src.lessons import run_gd_quadratic
-
-    experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
-    tags = {"experiment": plain["experiment_name"], "lesson": plain["lesson"]["kind"]}
-    with _invocation_run(plain, experiment, parent_run_id, tags) as parent:
-        _log_config(parent, plain)
-        results = run_gd_quadratic(plain, parent, experiment)
-        parent.log_text(comparison_table(results) + "\n", "comparison.txt")
-    return results
 
 
 def _run_models(
@@ -195,22 +149,24 @@ def _run_models(
     listeners: Sequence[EpochListener],
     *,
     flat: bool,
-) -> Metrics:
+) -> RunResult:
     """Logs the invocation into ``parent`` and trains each model in a child run,
     or, when ``flat``, the only model straight into ``parent``."""
     from src import tracking
 
     parent.set_tags(_provenance_tags(plain, dataset))
-    logged_config = _log_config(parent, plain)
+    logged_config = tracking.log_config(parent, plain)
     parent.log_params(
         {"data.n_features": dataset.n_features}
         | {f"data.n_{split}": len(x) for split, (x, _) in dataset.splits().items()}
     )
     results: Metrics = {}
+    run_ids: dict[str, str] = {}
     for name, model in models.items():
         if flat:
             params = {k: v for k, v in model.params.items() if k not in logged_config}
             results[name] = _train_and_log(name, model, dataset, parent, params, listeners, plain)
+            run_ids[name] = parent.run_id
             continue
         with tracking.run(
             name,
@@ -219,6 +175,7 @@ def _run_models(
             tags={"model": name, "flavor": model.estimator.flavor, "data": dataset.name},
         ) as child:
             results[name] = _train_and_log(name, model, dataset, child, model.params, listeners, plain)
+            run_ids[name] = child.run_id
     parent.log_text(comparison_table(results) + "\n", "comparison.txt")
     if not flat and dataset.n_features == 2 and plots_enabled(plain):
         from src.plots import decision_boundaries
@@ -229,7 +186,7 @@ def _run_models(
         parent.log_metrics(
             {f"{name}.{key}": value for name, metrics in results.items() for key, value in metrics.items()}
         )
-    return results
+    return RunResult(results, experiment, parent.run_id, parent.run_name, run_ids)
 
 
 def _train_and_log(
@@ -458,39 +415,6 @@ def evaluate(estimator: Estimator, dataset: Dataset) -> dict[str, float]:
             metrics[f"{split}_loss"] = loss
     metrics.update(estimator.summary_metrics())
     return metrics
-
-
-def comparison_table(results: Metrics) -> str:
-    """Models side by side: one row each, one column per metric, seconds last."""
-    columns = list(dict.fromkeys(key for metrics in results.values() for key in metrics))
-    columns.sort(key=lambda c: c == "fit_seconds")
-    rows = [{"model": name, **metrics} for name, metrics in results.items()]
-    return format_table(rows, ["model", *columns])
-
-
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A plain-text table: numbers to 4 decimals (tiny ones to 3 significant
-    digits), ``-`` where a value is missing."""
-
-    def cell(value: Any) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, float):
-            return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3g}"
-        return str(value)
-
-    cells = [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = [columns, ["-" * w for w in widths], *cells]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
-
-
-def _redacted(plain: Mapping[str, Any]) -> dict[str, Any]:
-    from src.tracking import redact
-
-    logged = {**plain, "tracking": dict(plain["tracking"])}
-    logged["tracking"]["uri"] = redact(logged["tracking"]["uri"])
-    return logged
 
 
 def _provenance_tags(plain: Mapping[str, Any], dataset: Dataset) -> dict[str, Any]:

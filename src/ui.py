@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.errors import MlplabError
+from src.errors import MlplabError, report
 from src.local_server import (
     LOOPBACK,
     ensure_port_free,
@@ -91,8 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Starting the MLflow UI on {redact(uri)} ...", flush=True)
         wait_until_up(process, f"{address}/health")
     except MlplabError as exc:
-        print(f"mlplab: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     except KeyboardInterrupt:
         if process is not None:
             stop(process)

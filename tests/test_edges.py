@@ -170,7 +170,7 @@ def test_every_logged_model_reproduces_its_test_metric_on_raw_inputs(kind, tmp_p
     else:
         overrides.append(f"experiment_name=raw_{kind}")
     cfg = compose(overrides)
-    results = run(cfg)
+    results = run(cfg).metrics
     dataset = load_dataset(validate(cfg)["data"])
     split = "test" if dataset.x_test is not None else "train"
     x, y = dataset.splits()[split]

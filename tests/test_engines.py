@@ -10,7 +10,7 @@ import pytest
 
 from src.config import compose, resolve_loss, validate
 from src.errors import ConfigError, DivergenceError
-from src.models.base import EpochListener
+from src.listeners import EpochListener
 from src.training import DivergenceGuard, build_models, load_dataset, seed_everything
 
 

@@ -91,7 +91,7 @@ def test_numpy_mlp_is_a_model_option_logged_like_the_others(client):
 
     overrides = ["+experiment=xor", "model=numpy_mlp", "optimizer=sgd", "optimizer.learning_rate=2.0",
                  "trainer.epochs=3000", "trainer.loss=mse", "baselines=none", "experiment_name=numpy_xor"]
-    results = run(compose(overrides))
+    results = run(compose(overrides)).metrics
     assert results["numpy_mlp"]["train_accuracy"] == 1.0
     experiment = client.get_experiment_by_name("numpy_xor")
     logged = client.search_logged_models([experiment.experiment_id])

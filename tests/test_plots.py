@@ -109,7 +109,7 @@ def test_a_failing_plot_is_a_warning_and_the_run_finishes(client, monkeypatch, c
     monkeypatch.setattr(plots, "confusion_matrix", broken)
     overrides = ["+experiment=xor", "trainer.epochs=5", "tracking.log_models=false", "baselines=none"]
     with caplog.at_level(logging.WARNING, logger="mlplab"):
-        results = run(compose(overrides))
+        results = run(compose(overrides)).metrics
     assert "keras_mlp" in results
     assert "plot plots/confusion_matrix.png skipped: no ink left" in caplog.text
     experiment = client.get_experiment_by_name("xor")

@@ -13,7 +13,7 @@ from src.training import run
 
 @pytest.fixture(scope="module")
 def iris_model(tracking_uri):
-    results = run(compose(["+experiment=iris", "experiment_name=predict_iris", "trainer.epochs=50"]))
+    results = run(compose(["+experiment=iris", "experiment_name=predict_iris", "trainer.epochs=50"])).metrics
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)

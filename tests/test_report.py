@@ -14,7 +14,7 @@ def test_report_lists_the_latest_run_of_each_experiment(tmp_path, tracking_uri, 
 
     run(compose(["+experiment=iris", "experiment_name=report_iris", "trainer.epochs=5", "tracking.log_models=false"]))
     latest = run(compose(["+experiment=iris", "experiment_name=report_iris", "trainer.epochs=20",
-                          "tracking.log_models=false"]))
+                          "tracking.log_models=false"])).metrics
     readme = tmp_path / "README.md"
     readme.write_text(f"# Results\n{report.START}\nold\n{report.END}\ntail\n")
     markdown = tmp_path / "results.md"

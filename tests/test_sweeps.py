@@ -315,3 +315,23 @@ def test_every_sampler_and_pruner_builds(tmp_path, sampler, pruner):
                                  pruner={"name": pruner}))
     assert type(make_sampler(spec)).__name__.lower().startswith(sampler[:3])
     assert make_pruner(spec, epochs=50) is not None
+
+
+def test_a_dead_workers_trial_is_retried_even_when_its_run_cannot_be_closed(tmp_path, monkeypatch):
+    from src.sweeps import trial as trial_module
+    from src.sweeps import workers
+
+    storage = open_storage(str(tmp_path / "dead.journal"), "dead", heartbeat_interval=10, heartbeat_grace=30)
+    study = optuna.create_study(study_name="dead", storage=storage)
+    running = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    running.set_user_attr(trial_module.WORKER_ATTR, trial_module.worker_id(999_999))
+
+    def store_down(*args, **kwargs):
+        raise OSError("the tracking server is gone")
+
+    monkeypatch.setattr(trial_module, "close_trial_run", store_down)
+    assert workers.fail_trials_of(study, 999_999, "worker died", retry=True) == [running.number]
+    trials = study.get_trials(deepcopy=False)
+    assert trials[running.number].state == TrialState.FAIL
+    queued = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(queued) == 1 and queued[0].params == running.params

@@ -22,7 +22,7 @@ MODELS = ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
 @pytest.fixture(scope="module")
 def xor_run(tracking_uri):
     """One full XOR run (models logged), and its runs as MLflow holds them."""
-    results = run(compose(["+experiment=xor", "seed=0"]))
+    results = run(compose(["+experiment=xor", "seed=0"])).metrics
     client = mlflow.tracking.MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("xor")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])

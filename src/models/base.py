@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from src.listeners import EpochListener
 
 
 CHECKPOINTS_PER_TRAINING = 10
@@ -19,32 +21,24 @@ sweep's pruner is asked at these points only: asking in between would judge epoc
 that have already run, and each report is a write to the study's storage."""
 
 
-class EpochListener:
-    """Receives per-epoch metrics from an iteratively trained model.
-
-    Listeners log metrics, stop on a non-finite loss or report to a pruner. Any of
-    them may raise to stop training; the exception leaves ``fit``.
-    """
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, float]) -> None:
-        """Called after each epoch; ``epoch`` counts from 1."""
-
-    def on_train_end(self) -> None:
-        """Called once when training ends normally."""
-
-
 class Estimator(abc.ABC):
     """A model that can be fit, asked for predictions and logged to MLflow.
 
     Attributes:
-        flavor: Name of the MLflow flavor module that logs :attr:`native`
-            (``keras`` or ``sklearn``).
+        flavor: Name of the MLflow flavor that logs :attr:`native` (``keras``,
+            ``sklearn`` or ``pyfunc``), as the runs' ``flavor`` tag shows it.
+        pip_packages: The packages the logged model needs, pinned at their
+            installed versions in its requirements.
+        names_columns: Whether the flavor's signature can name input columns
+            (MLflow's Keras flavor takes array signatures only).
         task: ``binary``, ``multiclass`` or ``regression``.
         history: Per-epoch metrics of the last fit, by name (empty for models
             that are not trained epoch by epoch).
     """
 
     flavor: str
+    pip_packages: tuple[str, ...]
+    names_columns = True
     task: str
     history: dict[str, list[float]]
 
@@ -84,6 +78,38 @@ class Estimator(abc.ABC):
     @abc.abstractmethod
     def serving_output(self, x: np.ndarray) -> np.ndarray:
         """What the logged model's ``predict`` returns for ``x`` (for its signature)."""
+
+    def log_model(self, example: np.ndarray, feature_names: Sequence[str] = ()) -> None:
+        """Logs the fitted model into the active MLflow run as ``model``, with its
+        flavor, a signature and an input example of raw rows.
+
+        Where the columns have names, the signature names them (the model then
+        takes a DataFrame of them), or, for a flavor that takes arrays only, the
+        metadata's ``feature_names`` does. The pip requirements are given, not
+        inferred: inference re-imports the model's libraries in a subprocess,
+        which costs seconds per model.
+        """
+        from importlib.metadata import version
+
+        from mlflow.models import infer_signature
+
+        output = self.serving_output(example)
+        model_input: Any = example
+        if feature_names and self.names_columns:
+            import pandas as pd
+
+            model_input = pd.DataFrame(example, columns=list(feature_names))
+        self._log_flavor(
+            signature=infer_signature(model_input, output),
+            input_example=model_input,
+            metadata={"feature_names": list(feature_names)} if feature_names else None,
+            pip_requirements=[f"{package}=={version(package)}" for package in self.pip_packages],
+        )
+
+    @abc.abstractmethod
+    def _log_flavor(self, **kwargs: Any) -> None:
+        """Logs :attr:`native` as ``model`` with this family's MLflow flavor
+        (``kwargs``: signature, input example, metadata, pip requirements)."""
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray | None:
         """Class probabilities, one column per class, or None for a model without

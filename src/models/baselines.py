@@ -9,7 +9,8 @@ import numpy as np
 
 from src.data.dataset import InputScaling
 from src.errors import ConfigError
-from src.models.base import EpochListener, Estimator
+from src.listeners import EpochListener
+from src.models.base import Estimator
 
 
 class SklearnBaseline(Estimator):
@@ -25,6 +26,7 @@ class SklearnBaseline(Estimator):
     """
 
     flavor = "sklearn"
+    pip_packages = ("scikit-learn",)
 
     def __init__(
         self,
@@ -77,6 +79,14 @@ class SklearnBaseline(Estimator):
         if curve is not None:
             self.history = {"loss": [float(v) for v in curve]}
         return self
+
+    def _log_flavor(self, **kwargs: Any) -> None:
+        import mlflow.sklearn
+        import skops.io
+
+        # MLflow 3 saves with skops, which loads only trusted types: we built these.
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(self.native))
+        mlflow.sklearn.log_model(self.native, name="model", skops_trusted_types=trusted, **kwargs)
 
     def fit_warnings(self) -> list[str]:
         return list(self.fit_warnings_)

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 
 from src.data.dataset import InputScaling
-from src.models.base import EpochListener, Estimator
+from src.listeners import EpochListener
+from src.models.base import Estimator
 
 _PREDICT_BATCH = 4096
 INPUT_SCALING_LAYER = "input_scaling"
@@ -55,6 +56,8 @@ class KerasMLP(Estimator):
     """
 
     flavor = "keras"
+    pip_packages = ("tensorflow", "keras")
+    names_columns = False
 
     def __init__(
         self,
@@ -274,6 +277,23 @@ class KerasMLP(Estimator):
     def native(self) -> keras.Model:
         return self._fitted()
 
+    def _log_flavor(self, **kwargs: Any) -> None:
+        import logging
+
+        from mlflow.models import Model
+
+        # MLflow checks the input example by predicting with `verbose="auto"`: keep
+        # Keras' progress bar (sent to the absl logger when not interactive) quiet.
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        keras.utils.disable_interactive_logging()
+        absl_logger.setLevel(logging.WARNING)
+        try:
+            Model.log(artifact_path=None, name="model", flavor=_KerasFlavor, model=self.native, **kwargs)
+        finally:
+            absl_logger.setLevel(level)
+            keras.utils.enable_interactive_logging()
+
     def parameters_finite(self) -> bool:
         return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self._fitted().weights)
 
@@ -337,3 +357,22 @@ class _EpochPrinter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         values = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items())
         print(f"Epoch {epoch + 1}/{self.epochs} - {values}", flush=True)
+
+
+class _KerasFlavor:
+    """``mlflow.keras`` with the model folder made before its ``save_model`` runs.
+
+    Given an input example, ``mlflow.keras.save_model`` writes it before creating
+    the folder and fails (mlflow/mlflow#16183, open in MLflow 3.17).
+    """
+
+    __name__ = "mlflow.keras"
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        import mlflow.keras
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)

@@ -16,11 +16,13 @@ W2 = [-0.034, 0.166, 0.566] after one step; the correct values are
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from src.data.dataset import InputScaling
-from src.models.base import EpochListener, Estimator
+from src.listeners import EpochListener
+from src.models.base import Estimator
 
 ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu")
 
@@ -65,6 +67,7 @@ class NumpyMLP(Estimator):
     """
 
     flavor = "pyfunc"
+    pip_packages = ("numpy",)
 
     def __init__(
         self,
@@ -246,9 +249,36 @@ class NumpyMLP(Estimator):
         start = self.initial_weights_
         return {f"hidden_{i + 1}": (start[i], self.weights[i]) for i in range(len(start) - 1)}
 
+    def _log_flavor(self, **kwargs: Any) -> None:
+        import mlflow.pyfunc
+
+        mlflow.pyfunc.log_model(name="model", python_model=_serving_model(self), **kwargs)
+
     def parameters_finite(self) -> bool:
         return all(np.isfinite(a).all() for a in (*self.weights, *self.biases))
 
     def summary_metrics(self) -> dict[str, float]:
         return {"n_params": int(sum(w.size for w in self.weights) + (sum(b.size for b in self.biases) if self.use_bias else 0))}
 
+
+def _serving_model(model: NumpyMLP) -> Any:
+    """The NumPy MLP as an MLflow pyfunc model, taking raw input rows.
+
+    Defined on first use, with MLflow's warnings about ``predict``'s type hints
+    silenced: they would print at import time for every command.
+    """
+    import warnings
+
+    import mlflow.pyfunc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+
+        class ServingModel(mlflow.pyfunc.PythonModel):
+            def __init__(self, model):  # noqa: ANN001
+                self.model = model
+
+            def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+                return self.model.serving_output(np.asarray(model_input, dtype=np.float64))
+
+    return ServingModel(model)

@@ -9,15 +9,15 @@ gives one :class:`~src.errors.ConfigError` line.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from src.config import Composer, validate
+from src.config import Composer, has_key, validate
 from src.errors import ConfigError, first_line
+from src.sweeps.definition import Objective, Param, SweepSpec
 
 DIRECTIONS = ("maximize", "minimize")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid", "nsgaii")
@@ -30,75 +30,6 @@ _TOP_KEYS = (
     "study_name", "description", "experiment", "overrides", "params", "objective",
     "objectives", "n_trials", "timeout", "sampler", "pruner", "heartbeat",
 )
-
-
-@dataclass(frozen=True)
-class Param:
-    """One dimension of the search space: a config key (or group) and its range."""
-
-    key: str
-    type: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-
-    def override(self, value: Any) -> str:
-        """The Hydra override that sets this key to ``value``."""
-        return f"{self.key}={value}"
-
-    def extremes(self) -> list[Any]:
-        """Values that together exercise every bound of the range."""
-        return list(self.choices) if self.type == "categorical" else [self.low, self.high]
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    direction: str
-    report: str | None = None  # the per-epoch metric reported to the pruner
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """A checked sweep definition.
-
-    Attributes:
-        report_metric: Per-epoch metric the pruner watches (single objective only).
-    """
-
-    path: Path
-    study_name: str
-    experiment: str
-    overrides: tuple[str, ...]
-    params: tuple[Param, ...]
-    objectives: tuple[Objective, ...]
-    n_trials: int | None
-    timeout: float | None
-    sampler: dict[str, Any]
-    pruner: dict[str, Any]
-    heartbeat_interval: int = 10
-    heartbeat_grace: int = 30
-    description: str = ""
-    extra_overrides: tuple[str, ...] = field(default=())
-
-    @property
-    def multi_objective(self) -> bool:
-        return len(self.objectives) > 1
-
-    @property
-    def directions(self) -> list[str]:
-        return [o.direction for o in self.objectives]
-
-    def base_overrides(self) -> list[str]:
-        """Overrides shared by every trial: experiment, fixed ones, the command line's."""
-        return [f"+experiment={self.experiment}", *self.overrides, *self.extra_overrides]
-
-    def trial_overrides(self, values: Mapping[str, Any]) -> list[str]:
-        """The full override list of a trial with the sampled ``values``."""
-        by_key = {p.key: p for p in self.params}
-        return [*self.base_overrides(), *(by_key[k].override(v) for k, v in values.items())]
 
 
 def load_spec(path: str | Path, extra_overrides: Sequence[str] = (), **changes: Any) -> SweepSpec:
@@ -273,7 +204,7 @@ def _check_against_config(spec: SweepSpec) -> None:
             raise ConfigError(f"{where}: {exc}") from None
         for param in spec.params:
             options = composer.group_options(param.key)
-            if not options and OmegaConf.select(base, param.key, default=_MISSING) is _MISSING:
+            if not options and not has_key(base, param.key):
                 raise ConfigError(f"{where}: params.{param.key} is not a config key or group")
             for value in param.extremes():
                 try:
@@ -296,4 +227,3 @@ def _check_against_config(spec: SweepSpec) -> None:
         )
 
 
-_MISSING = object()

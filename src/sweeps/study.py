@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from src.errors import ConfigError, first_line
-from src.sweeps.spec import Param, SweepSpec
+from src.sweeps.definition import Param, SweepSpec
 
 FAILED_FOR_GOOD = "failed_for_good"
 """User attr of a trial that failed on its own config (NaN loss, bad combination).

@@ -17,9 +17,9 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from src.config import CONF_DIR, Composer
-from src.sweeps.spec import SweepSpec
+from src.sweeps.definition import SweepSpec
 from src.sweeps.trial import EPOCHS_ATTR
-from src.training import format_table
+from src.results import format_table
 
 
 OUTPUT_DIR = Path("mlruns") / "sweeps"

@@ -14,8 +14,9 @@ from optuna.trial import FrozenTrial
 from src import tracking
 from src.config import Composer, validate
 from src.errors import MlplabError, first_line
-from src.models.base import CHECKPOINTS_PER_TRAINING, EpochListener
-from src.sweeps.spec import SweepSpec
+from src.listeners import EpochListener
+from src.models.base import CHECKPOINTS_PER_TRAINING
+from src.sweeps.definition import SweepSpec
 from src.sweeps.study import FAILED_FOR_GOOD, suggest
 from src.training import main_model_name, run
 
@@ -29,8 +30,15 @@ EPOCHS_ATTR = "epochs_trained"
 STATE_TAG = "optuna.state"
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_id(pid: int | None = None) -> str:
+    """``host:pid`` of a worker process (this one by default), as trials record it."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def worker_of(trial: FrozenTrial) -> tuple[str, int | None]:
+    """The host and process id recorded by the worker that ran ``trial``."""
+    host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+    return host, int(pid) if pid.isdigit() else None
 
 
 class PruningReporter(EpochListener):
@@ -114,7 +122,7 @@ class TrialObjective:
             trial.set_user_attr(RUN_ID_ATTR, tracked.run_id)
             tracked.log_params({f"sampled.{k}": v for k, v in values.items()})
             try:
-                metrics = run(cfg, into=tracked, listeners=[reporter])[main_model_name(plain)]
+                metrics = run(cfg, into=tracked, listeners=[reporter]).metrics[main_model_name(plain)]
             except optuna.TrialPruned:
                 trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
                 tracked.set_tags({STATE_TAG: "PRUNED", "pruned_at_epoch": reporter.epoch})

@@ -28,8 +28,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from src.errors import ConfigError, MlplabError, first_line
-from src.sweeps.spec import SweepSpec
+from src.errors import ERROR_PREFIX, ConfigError, MlplabError, first_line, report
+from src.sweeps.definition import SweepSpec
 
 log = logging.getLogger("mlplab")
 
@@ -126,8 +126,7 @@ def worker_main(connection: Connection, threads: int, log_path: Path | None) -> 
     except KeyboardInterrupt:
         pass
     except MlplabError as exc:
-        print(f"mlplab: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        sys.exit(report(exc))
 
 
 def _optimize(job: WorkerJob) -> None:
@@ -242,8 +241,8 @@ def _error_line(log_path: Path | None) -> str | None:
     """The last ``mlplab: error:`` line a worker wrote to its log, without the prefix."""
     if log_path is None or not log_path.exists():
         return None
-    errors = [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith("mlplab: error: ")]
-    return errors[-1].removeprefix("mlplab: error: ") if errors else None
+    errors = [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith(ERROR_PREFIX)]
+    return errors[-1].removeprefix(ERROR_PREFIX) if errors else None
 
 
 def fail_trials_of(
@@ -254,33 +253,38 @@ def fail_trials_of(
     Returns the numbers of the trials it failed.
     """
     from src.sweeps.storage import retry_callback
-    from src.sweeps.trial import WORKER_ATTR, close_trial_run
+    from src.sweeps.trial import WORKER_ATTR, close_trial_run, worker_id
 
-    worker = f"{socket.gethostname()}:{pid}"
+    worker = worker_id(pid)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get(WORKER_ATTR) != worker:
             continue
-        with contextlib.suppress(Exception):  # another process may have failed it first
+        try:
             study.tell(trial.number, state=TrialState.FAIL)
-            failed.append(trial.number)
+        except Exception:  # another process failed it first, and retried it
+            continue
+        failed.append(trial.number)
+        if retry:  # before the run is closed: a tracking store that is down must not cost the retry
+            retry_callback()(study, study.trials[trial.number])
+        try:
             close_trial_run(trial, reason, status)
-            if retry:
-                retry_callback()(study, study.trials[trial.number])
+        except Exception as exc:
+            log.warning("trial %d: its MLflow run could not be closed: %s", trial.number, first_line(exc))
     return failed
 
 
 def recover_orphans(study: optuna.Study) -> list[int]:
     """Fails and re-queues running trials whose worker on this host is gone
     (killed with SIGKILL in an earlier run of the sweep)."""
-    from src.sweeps.trial import WORKER_ATTR
+    from src.sweeps.trial import worker_of
 
     host = socket.gethostname()
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
-            recovered += fail_trials_of(study, int(pid), "worker died before the trial ended; trial retried", retry=True)
+        worker_host, pid = worker_of(trial)
+        if worker_host == host and pid is not None and not _alive(pid):
+            recovered += fail_trials_of(study, pid, "worker died before the trial ended; trial retried", retry=True)
     return recovered
 
 
