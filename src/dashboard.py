@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from src.errors import ConfigError, MlplabError, report
-from src.local_server import LOOPBACK, ensure_port_free, parse_options
+from src.options import parse_options, port_number, text
+from src.local_server import LOOPBACK, ensure_port_free
 
 USAGE = "python -m src.dashboard sweeps/<name>.yaml [port=8080] [host=127.0.0.1] [storage=URL] [study_name=S]"
-DEFAULTS = {"port": 8080, "host": LOOPBACK, "storage": "", "study_name": ""}
+OPTIONS = {"port": port_number, "host": text, "storage": text, "study_name": text}
 
 
 def open_sweep_storage(spec_path: str, storage: str | None, study_name: str | None) -> tuple[Any, str, str]:
@@ -68,13 +69,14 @@ def make_server(storage: Any, host: str, port: int) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        (spec_path,), options = parse_options(sys.argv[1:] if argv is None else argv, DEFAULTS, USAGE, positional=1)
-        if options["overrides"]:
-            raise ConfigError(f"unknown option {options['overrides'][0]}; usage: {USAGE}")
+        args = sys.argv[1:] if argv is None else argv
+        (spec_path,), given, overrides = parse_options(args, OPTIONS, USAGE, positional=1)
+        if overrides:
+            raise ConfigError(f"unknown option {overrides[0]}; usage: {USAGE}")
         storage, study_name, shown = open_sweep_storage(
-            spec_path, options["storage"] or None, options["study_name"] or None
+            spec_path, given.get("storage") or None, given.get("study_name") or None
         )
-        host, port = options["host"], options["port"]
+        host, port = given.get("host", LOOPBACK), given.get("port", 8080)
         ensure_port_free(host, port, f"choose another port: python -m src.dashboard {spec_path} port={port + 1}")
         server = make_server(storage, host, port)
     except MlplabError as exc:

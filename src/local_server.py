@@ -25,36 +25,6 @@ class ServerError(MlplabError):
     """A server could not be started or did not answer."""
 
 
-def parse_options(
-    argv: Sequence[str], defaults: Mapping[str, Any], usage: str, positional: int = 0
-) -> tuple[list[str], dict[str, Any]]:
-    """Splits ``argv`` into ``positional`` leading arguments and ``key=value``
-    options typed like their ``defaults``; keys not in ``defaults`` are kept as
-    config overrides under the key ``"overrides"``.
-
-    Raises:
-        ConfigError: a positional argument is missing, or a value has the wrong type.
-    """
-    args = list(argv)
-    if len(args) < positional or any("=" in a or a.startswith("-") for a in args[:positional]):
-        raise ConfigError(f"usage: {usage}")
-    options: dict[str, Any] = {**defaults, "overrides": []}
-    for arg in args[positional:]:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ConfigError(f"bad argument {arg!r}: expected key=value (usage: {usage})")
-        if key not in defaults:
-            options["overrides"].append(arg)
-            continue
-        if isinstance(defaults[key], int):
-            if not value.isdigit() or not 0 < int(value) < 65536:
-                raise ConfigError(f"bad value {key}={value!r}: expected a port number 1-65535")
-            options[key] = int(value)
-        else:
-            options[key] = value
-    return args[:positional], options
-
-
 def ensure_port_free(host: str, port: int, retry_hint: str) -> None:
     """Fails with a readable line when ``host:port`` cannot be bound."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from src.options import boolean, parse_options, positive_int, positive_seconds, text
 from src.errors import ConfigError, MlplabError, report
 
 if TYPE_CHECKING:
@@ -65,43 +66,17 @@ class OpenedSweep:
     recovered: list[int]
 
 
-_OPTION_TYPES: dict[str, Any] = {
-    "n_trials": int, "workers": int, "storage": str, "study_name": str, "timeout": float, "verbose": bool,
+_USAGE = ("python -m src.sweep sweeps/<name>.yaml [n_trials=N] [workers=W] [storage=URL] [study_name=S] "
+          "[timeout=SECONDS] [verbose=true] [key=value ...]")
+_OPTIONS = {
+    "n_trials": positive_int, "workers": positive_int, "storage": text,
+    "study_name": text, "timeout": positive_seconds, "verbose": boolean,
 }
 
 
 def parse_args(argv: Sequence[str]) -> SweepOptions:
-    if not argv or argv[0].startswith("-") or "=" in argv[0]:
-        raise ConfigError("usage: python -m src.sweep sweeps/<name>.yaml [n_trials=N] [workers=W] "
-                          "[storage=URL] [study_name=S] [timeout=SECONDS] [key=value ...]")
-    options = SweepOptions(spec_path=argv[0])
-    for arg in argv[1:]:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ConfigError(f"bad argument {arg!r}: expected key=value")
-        kind = _OPTION_TYPES.get(key)
-        if kind is None:
-            options.overrides.append(arg)
-            continue
-        setattr(options, key, _convert(key, value, kind))
-    if options.workers < 1:
-        raise ConfigError(f"bad value workers={options.workers}: expected an integer >= 1")
-    if options.n_trials is not None and options.n_trials < 1:
-        raise ConfigError(f"bad value n_trials={options.n_trials}: expected an integer >= 1")
-    if options.timeout is not None and options.timeout <= 0:
-        raise ConfigError(f"bad value timeout={options.timeout:g}: expected seconds > 0")
-    return options
-
-
-def _convert(key: str, value: str, kind: Any) -> Any:
-    if kind is bool:
-        if value.lower() not in ("true", "false"):
-            raise ConfigError(f"bad value {key}={value!r}: expected true or false")
-        return value.lower() == "true"
-    try:
-        return kind(value)
-    except ValueError:
-        raise ConfigError(f"bad value {key}={value!r}: expected {'an integer' if kind is int else 'a number'}") from None
+    (spec_path,), given, overrides = parse_options(argv, _OPTIONS, _USAGE, positional=1)
+    return SweepOptions(spec_path=spec_path, overrides=overrides, **given)
 
 
 def sweep(options: SweepOptions) -> SweepSummary:

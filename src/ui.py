@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from src.options import parse_options, port_number, text
 from src.errors import MlplabError, report
 from src.local_server import (
     LOOPBACK,
     ensure_port_free,
-    parse_options,
     serve_until_interrupted,
     start,
     stop,
@@ -27,7 +27,7 @@ from src.local_server import (
 )
 
 USAGE = "python -m src.ui [port=5000] [host=127.0.0.1] [tracking.uri=URI] [key=value ...]"
-DEFAULTS = {"port": 5000, "host": LOOPBACK}
+OPTIONS = {"port": port_number, "host": text}
 LOG_PATH = Path("mlruns") / "logs" / "ui.log"
 LEAN_ENVIRONMENT = {
     # MLflow 3 starts a Huey job consumer and periodic tasks beside the server by
@@ -67,14 +67,14 @@ def server_command(uri: str, host: str, port: int, workers: int = 1) -> list[str
 def main(argv: Sequence[str] | None = None) -> int:
     process = None
     try:
-        _, options = parse_options(sys.argv[1:] if argv is None else argv, DEFAULTS, USAGE)
-        uri = store_uri(options["overrides"])
+        _, given, overrides = parse_options(sys.argv[1:] if argv is None else argv, OPTIONS, USAGE)
+        uri = store_uri(overrides)
         from src.tracking import redact, sqlite_path
 
         if uri.startswith(("http://", "https://")):
             print(f"The tracking URI {redact(uri)} is an MLflow server: its UI is at that address.")
             return 0
-        host, port = options["host"], options["port"]
+        host, port = given.get("host", LOOPBACK), given.get("port", 5000)
         ensure_port_free(host, port, f"choose another port: {USAGE.split(' [')[0]} port={port + 1}")
         db_path = sqlite_path(uri)
         if db_path is not None:

@@ -7,7 +7,7 @@ and runs Keras's own ``train_step`` (and ``test_step`` for the validation split)
 inside one ``tf.function`` that loops over the steps of an epoch and over a chunk
 of epochs, optionally compiled with XLA. Per-epoch logs come back as one tensor per
 metric and chunk, and are then handed to the usual Keras callbacks epoch by epoch,
-so metric logging, early stopping, pruning and the non-finite guard act as before,
+so metric logging, early stopping, pruning and the divergence guard act as before,
 at chunk boundaries.
 
 Because the step is Keras's own, a full-batch run without XLA reproduces
@@ -120,7 +120,7 @@ class CompiledLoop:
             chunk = min(math.ceil(STEPS_PER_CALL / steps_per_epoch), math.ceil(epochs / CHECKPOINTS_PER_TRAINING))
         data = (tf.constant(x), tf.constant(y))
         validation = () if validation_data is None else tuple(map(tf.constant, validation_data))
-        self.model._symbolic_build(data_batch=(data[0][:batch], data[1][:batch], None))
+        build_for_training(self.model, (data[0][:batch], data[1][:batch], None))
 
         program = self._program(data, validation, batch, chunk)
         runner = program.runner
@@ -246,6 +246,17 @@ def _order(n: int, seed: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
     return tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch])))
 
 
+def build_for_training(model: keras.Model, data_batch: tuple[Any, ...]) -> None:
+    """Creates a compiled model's optimizer and metric variables for a batch like
+    ``data_batch``, as ``fit`` does before its first step.
+
+    Keras has no public call for this: it is ``keras.Model._symbolic_build``, the
+    one private Keras API this project uses, kept here and checked on the Keras
+    minor version pinned in pyproject.toml.
+    """
+    model._symbolic_build(data_batch=data_batch)
+
+
 def structure_key(model: keras.Model) -> Any:
     """What a traced training step depends on: the layers' configs and the compile
     config, without names and without the learning rate (a variable, copied in)."""
@@ -267,7 +278,7 @@ def _constants_digest(model: keras.Model) -> str:
     """A digest of the state a traced step holds as constants rather than reading
     from variables: an adapted Normalization layer's mean and variance."""
     digest = hashlib.sha256()
-    for layer in model._flatten_layers():
+    for layer in model.layers:
         if isinstance(layer, keras.layers.Normalization):
             for variable in layer.variables:
                 digest.update(np.asarray(variable).tobytes())
@@ -289,7 +300,7 @@ def _blank_copy(model: keras.Model, data_batch: tuple[Any, ...]) -> keras.Model:
 
     runner = keras.models.clone_model(model, clone_function=blank)
     runner.compile_from_config(model.get_compile_config())
-    runner._symbolic_build(data_batch=data_batch)
+    build_for_training(runner, data_batch)
     return runner
 
 
@@ -301,6 +312,6 @@ def copy_state(source: keras.Model, target: keras.Model) -> None:
             raise ValueError(f"models differ in structure: {len(sources)} vs {len(targets)} variables")
         for a, b in zip(sources, targets, strict=True):
             b.assign(a)
-    for layer in target._flatten_layers():
+    for layer in target.layers:
         if isinstance(layer, keras.layers.Normalization):
             layer.finalize_state()  # its call uses tensors made from the variables, not them

@@ -194,8 +194,6 @@ def _scalar(choice: Any) -> Any:
 def _check_against_config(spec: SweepSpec) -> None:
     """Every key exists, every value in range, every objective measurable."""
     where = f"sweep {spec.path.name}"
-    from omegaconf import OmegaConf
-
     with Composer() as composer:
         try:
             base = composer.compose(spec.base_overrides())

@@ -157,22 +157,40 @@ def _failed_for_good(trial: optuna.Trial, exc: BaseException) -> None:
     trial.set_user_attr(FAILED_FOR_GOOD, True)
 
 
-def close_trial_run(trial: FrozenTrial, reason: str, status: str = "FAILED") -> None:
-    """Ends the MLflow run of a trial whose worker can no longer end it."""
-    run_id = trial.user_attrs.get(RUN_ID_ATTR)
-    if not run_id:
-        return
+def close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str, status: str = "FAILED") -> None:
+    """Ends the MLflow run of a trial whose worker can no longer end it.
+
+    The run is found by the id the trial recorded or, for a worker killed between
+    opening the run and recording its id, by the run's study and trial tags.
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    if client.get_run(run_id).info.status != "RUNNING":
+    run_id = trial.user_attrs.get(RUN_ID_ATTR) or _find_trial_run(client, study, trial)
+    if not run_id or client.get_run(run_id).info.status != "RUNNING":
         return
     client.set_tag(run_id, STATE_TAG, "FAIL")
     client.set_tag(run_id, tracking.FAILURE_TAG, reason)
     client.set_terminated(run_id, status)
 
 
+def _find_trial_run(client: Any, study: optuna.Study, trial: FrozenTrial) -> str | None:
+    """The run tagged with this study and trial, in the sweep run's experiment."""
+    sweep_run_id = study.user_attrs.get(RUN_ID_ATTR)
+    if not sweep_run_id:
+        return None
+    experiment_id = client.get_run(sweep_run_id).info.experiment_id
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.`optuna.study` = '{study.study_name}' and tags.`optuna.trial` = '{trial.number}'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
 def on_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Heartbeat callback: the trial's worker stopped beating; close its run."""
-    close_trial_run(trial, f"worker {trial.user_attrs.get(WORKER_ATTR, '?')} stopped (no heartbeat); trial retried")
+    close_trial_run(
+        study, trial, f"worker {trial.user_attrs.get(WORKER_ATTR, '?')} stopped (no heartbeat); trial retried"
+    )
 

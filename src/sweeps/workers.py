@@ -268,7 +268,7 @@ def fail_trials_of(
         if retry:  # before the run is closed: a tracking store that is down must not cost the retry
             retry_callback()(study, study.trials[trial.number])
         try:
-            close_trial_run(trial, reason, status)
+            close_trial_run(study, trial, reason, status)
         except Exception as exc:
             log.warning("trial %d: its MLflow run could not be closed: %s", trial.number, first_line(exc))
     return failed
