@@ -86,9 +86,10 @@ def keras_epoch(
     compile_model = keras.Model.compile
 
     def compile_with_steps(model: keras.Model, *args: object, **kwargs: object) -> None:
-        compile_model(model, *args, steps_per_execution=steps_per_execution, **kwargs)
+        compile_model(model, *args, **{**kwargs, "steps_per_execution": steps_per_execution})
 
-    keras.Model.compile = compile_with_steps  # the model mlplab builds, compiled Keras's way
+    if steps_per_execution > 1:
+        keras.Model.compile = compile_with_steps  # the model mlplab builds, compiled Keras's way
     try:
         estimator.fit(dataset.x_train, dataset.y_train, validation_data=dataset.validation_data, listeners=[clock])
     finally:

@@ -21,6 +21,7 @@ from src.errors import ConfigError
 from src.sweeps.spec import load_spec
 from src.sweeps.storage import HEARTBEAT_ATTR, journal_path, open_storage
 from src.sweeps.study import counted_trials
+from src.sweeps.trial import RUN_ID_ATTR
 from tests.conftest import ROOT, run_cli
 
 SWEEPS = ROOT / "sweeps"
@@ -225,12 +226,13 @@ def _training_after_one_complete(cwd: Path, name: str) -> bool:
     """A trial has completed and the next one is training (its MLflow run is open)."""
     trials = load_study(cwd, name).get_trials(deepcopy=False)
     return any(t.state == TrialState.COMPLETE for t in trials) and any(
-        t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs for t in trials
+        t.state == TrialState.RUNNING and RUN_ID_ATTR in t.user_attrs for t in trials
     )
 
 
 def test_resume_after_sigkill_loses_nothing(tmp_path, client):
-    args = ("n_trials=2", "trainer.epochs=80", "experiment_name=sweep_sigkill")
+    # keras fit's ~25 ms an epoch: a trial lasts ~2 s, long enough to be caught mid-training
+    args = ("n_trials=2", "trainer.epochs=80", "trainer.engine=fit", "experiment_name=sweep_sigkill")
     process = _start_sweep(tmp_path, *args)
     _wait_for(lambda: _training_after_one_complete(tmp_path, "xor_lr_activation"))
     os.killpg(process.pid, signal.SIGKILL)  # the sweep and its worker die mid-trial
@@ -258,7 +260,8 @@ def test_resume_after_sigkill_loses_nothing(tmp_path, client):
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, client):
-    process = _start_sweep(tmp_path, "n_trials=3", "trainer.epochs=80", "experiment_name=sweep_ctrl_c")
+    process = _start_sweep(tmp_path, "n_trials=3", "trainer.epochs=80", "trainer.engine=fit",
+                           "experiment_name=sweep_ctrl_c")
     _wait_for(lambda: _training_after_one_complete(tmp_path, "xor_lr_activation"))
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole group
     _, stderr = process.communicate(timeout=120)
