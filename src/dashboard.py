@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from src.errors import ConfigError, MlplabError, report
-from src.options import parse_options, port_number, text
 from src.local_server import LOOPBACK, ensure_port_free
+from src.options import parse_options, port_number, text
 
 USAGE = "python -m src.dashboard sweeps/<name>.yaml [port=8080] [host=127.0.0.1] [storage=URL] [study_name=S]"
 OPTIONS = {"port": port_number, "host": text, "storage": text, "study_name": text}

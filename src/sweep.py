@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from src.options import boolean, parse_options, positive_int, positive_seconds, text
 from src.errors import ConfigError, MlplabError, report
+from src.options import boolean, parse_options, positive_int, positive_seconds, text
 
 if TYPE_CHECKING:
     import optuna

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.options import parse_options, port_number, text
 from src.errors import MlplabError, report
 from src.local_server import (
     LOOPBACK,
@@ -25,6 +24,7 @@ from src.local_server import (
     treat_termination_as_interrupt,
     wait_until_up,
 )
+from src.options import parse_options, port_number, text
 
 USAGE = "python -m src.ui [port=5000] [host=127.0.0.1] [tracking.uri=URI] [key=value ...]"
 OPTIONS = {"port": port_number, "host": text}
