@@ -75,6 +75,14 @@ def test_option_values():
     assert list(compose(["model=perceptron"]).model.hidden_units) == []
 
 
+def test_experiments_choose_only_groups_that_differ_from_the_defaults():
+    for experiment in (CONF_DIR / "experiment").glob("*.yaml"):
+        text = experiment.read_text()
+        for restated in ("override /model: mlp\n", "override /optimizer: adam\n", "override /baselines: sklearn\n"):
+            assert restated not in text, f"{experiment.name} restates the default {restated.strip()}"
+        assert "trainer:\n  epochs: 100\n" not in text, f"{experiment.name} restates the default trainer.epochs"
+
+
 def test_command_line_values_override_experiment():
     cfg = compose(["+experiment=xor", "optimizer=sgd", "optimizer.learning_rate=0.5", "seed=3"])
     assert cfg.optimizer._target_ == "keras.optimizers.SGD"
