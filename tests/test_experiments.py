@@ -101,3 +101,13 @@ def test_the_lesson_plot_follows_its_settings():
     figure = gradient_descent(descent.path, 0.2, descent.outcome, minimum=2.0, offset=0.5)
     labels = [line.get_label() for line in figure.axes[0].get_lines()]
     assert labels[0] == "f(x) = (x - 2)² + 0.5"
+
+
+def test_the_lesson_runs_through_src_train(tmp_path, client):
+    result = run_cli("src.train", "+experiment=gd_quadratic", "experiment_name=gd_cli", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "lr=0.2    3.0000      50     converged" in result.stdout
+    assert "Logged to MLflow experiment 'gd_cli', run gd_cli-" in result.stdout
+    experiment = client.get_experiment_by_name("gd_cli")
+    parents = client.search_runs([experiment.experiment_id], "tags.lesson = 'gd_quadratic'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
