@@ -423,7 +423,6 @@ def has_key(cfg: DictConfig, key: str) -> bool:
     return OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
 
 
-
 class Composer:
     """Composes run configs from ``conf/`` with Hydra's compose API.
 

@@ -19,6 +19,7 @@ from src.options import parse_options, port_number, text
 
 USAGE = "python -m src.dashboard sweeps/<name>.yaml [port=8080] [host=127.0.0.1] [storage=URL] [study_name=S]"
 OPTIONS = {"port": port_number, "host": text, "storage": text, "study_name": text}
+DEFAULTS = {"port": 8080, "host": LOOPBACK}
 
 
 def open_sweep_storage(spec_path: str, storage: str | None, study_name: str | None) -> tuple[Any, str, str]:
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage, study_name, shown = open_sweep_storage(
             spec_path, given.get("storage") or None, given.get("study_name") or None
         )
-        host, port = given.get("host", LOOPBACK), given.get("port", 8080)
+        host, port = (given.get(key, DEFAULTS[key]) for key in ("host", "port"))
         ensure_port_free(host, port, f"choose another port: python -m src.dashboard {spec_path} port={port + 1}")
         server = make_server(storage, host, port)
     except MlplabError as exc:

@@ -50,6 +50,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
         if isinstance(value, float):
             return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3g}"
         return str(value)
+
     cells = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = [columns, ["-" * w for w in widths], *cells]

@@ -137,10 +137,10 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
     from src import tracking
     from src.sweeps.storage import describe
     from src.sweeps.study import counted_trials
+    from src.results import comparison_table
     from src.sweeps.summary import (
         OUTPUT_DIR, log_to_run, prepare_plots, summarize, top_trials_table, train_command, write_best_config,
     )
-    from src.results import comparison_table
     from src.sweeps.trial import RUN_ID_ATTR
     from src.sweeps.workers import WorkerJob, interrupt_workers, run_workers, send_jobs
     from src.training import run

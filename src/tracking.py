@@ -25,8 +25,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from src.errors import MlplabError, first_line
-from src.locks import creation_lock
 from src.listeners import EpochListener
+from src.locks import creation_lock
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from src.options import parse_options, port_number, text
 
 USAGE = "python -m src.ui [port=5000] [host=127.0.0.1] [tracking.uri=URI] [key=value ...]"
 OPTIONS = {"port": port_number, "host": text}
+DEFAULTS = {"port": 5000, "host": LOOPBACK}
 LOG_PATH = Path("mlruns") / "logs" / "ui.log"
 LEAN_ENVIRONMENT = {
     # MLflow 3 starts a Huey job consumer and periodic tasks beside the server by
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if uri.startswith(("http://", "https://")):
             print(f"The tracking URI {redact(uri)} is an MLflow server: its UI is at that address.")
             return 0
-        host, port = given.get("host", LOOPBACK), given.get("port", 5000)
+        host, port = (given.get(key, DEFAULTS[key]) for key in ("host", "port"))
         ensure_port_free(host, port, f"choose another port: {USAGE.split(' [')[0]} port={port + 1}")
         db_path = sqlite_path(uri)
         if db_path is not None:

@@ -63,6 +63,32 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+    return _with_user_lines(result)
+
+
+def start_cli(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts ``python -m <module> args`` as :func:`run_cli` runs it, without
+    waiting (commands started together), in a process group of its own."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 400) -> subprocess.CompletedProcess:
+    """Waits for a command started with :func:`start_cli`; its result as :func:`run_cli` gives it."""
+    out, err = process.communicate(timeout=timeout)
+    return _with_user_lines(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+
+
+def _with_user_lines(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """``result`` with ``stderr_lines``: what a user reads, without TensorFlow's C++ log lines."""
     result.stderr_lines = [  # type: ignore[attr-defined]
         line for line in result.stderr.splitlines() if line.strip() and not line.startswith(NOISE)
     ]

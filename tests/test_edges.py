@@ -8,8 +8,6 @@ import hashlib
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from src.data.toy import load_iris
-from tests.conftest import NOISE, ROOT, run_cli
+from tests.conftest import ROOT, finish, run_cli, start_cli
 
 FAST_XOR = ["+experiment=xor", "trainer.epochs=20", "baselines=none", "tracking.plots=false"]
 
@@ -30,18 +28,6 @@ def local_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
-
-
-def start(module: str, *args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=local_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def finish(process: subprocess.Popen, timeout: float = 400) -> tuple[int, str, list[str]]:
-    out, err = process.communicate(timeout=timeout)
-    return process.returncode, out, [line for line in err.splitlines() if line.strip() and not line.startswith(NOISE)]
 
 
 def local_client(cwd: Path) -> MlflowClient:
@@ -56,14 +42,14 @@ def parent_runs(cwd: Path, experiment: str) -> list:
 
 # ------------------------------------------------- 1. commands started together
 def test_four_trainings_at_once_on_a_fresh_folder(tmp_path):
-    processes = [start("src.train", *FAST_XOR, f"seed={seed}", cwd=tmp_path) for seed in range(4)]
+    processes = [start_cli("src.train", *FAST_XOR, f"seed={seed}", cwd=tmp_path, env=local_env()) for seed in range(4)]
     results = [finish(p) for p in processes]
-    assert [rc for rc, _, _ in results] == [0, 0, 0, 0], [err for _, _, err in results]
+    assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr_lines for r in results]
     runs = parent_runs(tmp_path, "xor")
     assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1", "2", "3"]
     assert {r.info.status for r in runs} == {"FINISHED"}
-    rc, out, err = finish(start("src.train", *FAST_XOR, "seed=4", cwd=tmp_path))  # the store stays usable
-    assert rc == 0 and "Logged to MLflow experiment 'xor'" in out, err
+    result = finish(start_cli("src.train", *FAST_XOR, "seed=4", cwd=tmp_path, env=local_env()))  # still usable
+    assert result.returncode == 0 and "Logged to MLflow experiment 'xor'" in result.stdout, result.stderr_lines
     assert len(parent_runs(tmp_path, "xor")) == 5
 
 
@@ -71,15 +57,15 @@ def test_a_sweep_a_training_and_the_ui_at_once_on_a_fresh_folder(tmp_path):
     from src.local_server import free_port
 
     port = free_port()
-    sweep = start("src.sweep", str(ROOT / "sweeps" / "xor_lr_activation.yaml"), "n_trials=3",
-                  "trainer.epochs=20", cwd=tmp_path)
-    train = start("src.train", *FAST_XOR, cwd=tmp_path)
-    ui = start("src.ui", f"port={port}", cwd=tmp_path)
+    sweep = start_cli("src.sweep", str(ROOT / "sweeps" / "xor_lr_activation.yaml"), "n_trials=3",
+                      "trainer.epochs=20", cwd=tmp_path, env=local_env())
+    train = start_cli("src.train", *FAST_XOR, cwd=tmp_path, env=local_env())
+    ui = start_cli("src.ui", f"port={port}", cwd=tmp_path, env=local_env())
     try:
-        (sweep_rc, sweep_out, sweep_err), (train_rc, _, train_err) = finish(sweep), finish(train)
-        assert sweep_rc == 0, sweep_err
-        assert train_rc == 0, train_err
-        assert "Done: " in sweep_out
+        swept, trained = finish(sweep), finish(train)
+        assert swept.returncode == 0, swept.stderr_lines
+        assert trained.returncode == 0, trained.stderr_lines
+        assert "Done: " in swept.stdout
         banner = next(line for line in ui.stdout if line.startswith("MLflow UI:") or not line)
         assert banner.startswith(f"MLflow UI: http://127.0.0.1:{port}"), ui.stderr.read()
         answer = urllib.request.urlopen(
@@ -104,8 +90,9 @@ def test_a_damaged_store_is_reported_and_left_as_it_is(tmp_path):
         db.execute("delete from alembic_version")
         db.execute("create table _alembic_tmp_tags (key varchar(250))")
     before = hashlib.sha256(store.read_bytes()).hexdigest()
-    rc, out, err = finish(start("src.train", *FAST_XOR, cwd=tmp_path))
-    assert rc == 1 and "Traceback" not in "\n".join(err)
+    result = finish(start_cli("src.train", *FAST_XOR, cwd=tmp_path, env=local_env()))
+    err = result.stderr_lines
+    assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(err) == 1, err
     assert err[0].startswith("mlplab: error: the MLflow store mlruns/mlflow.db is damaged: ")
     assert "_alembic_tmp_tags" in err[0] and "Nothing was deleted" in err[0]
@@ -115,9 +102,9 @@ def test_a_damaged_store_is_reported_and_left_as_it_is(tmp_path):
 
 # ----------------------------------------------- 2. the logged model is whole
 def test_the_logged_model_predicts_raw_measurements_through_the_cli(tmp_path):
-    rc, out, err = finish(start("src.train", "+experiment=iris", "trainer.epochs=60", "tracking.plots=false",
-                                cwd=tmp_path))
-    assert rc == 0, err
+    trained = run_cli("src.train", "+experiment=iris", "trainer.epochs=60", "tracking.plots=false",
+                      cwd=tmp_path, env=local_env())
+    assert trained.returncode == 0, trained.stderr_lines
     parent = parent_runs(tmp_path, "iris")[0]
     logged = parent.data.metrics
     test = load_iris()  # the raw test split, in cm

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from src.local_server import free_port
-from tests.conftest import NOISE, ROOT, run_cli
+from tests.conftest import ROOT, finish, run_cli, start_cli
 from tests.services import PASSWORD, MlflowServer, Postgres
 
 SWEEP = ROOT / "sweeps" / "xor_lr_activation.yaml"
@@ -49,22 +48,7 @@ def sweep_file(tmp_path: Path, **changes) -> Path:
 
 def start_sweep(spec: Path, cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m src.sweep`` as one machine would run it, in a process group of its own."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.sweep", str(spec), *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def finish(process: subprocess.Popen, timeout: float = 400) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=timeout)
-    err = "\n".join(line for line in err.splitlines() if line.strip() and not line.startswith(NOISE))
-    return process.returncode, out, err
+    return start_cli("src.sweep", str(spec), *args, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
 def study_of(postgres: Postgres, name: str) -> optuna.Study:
@@ -92,10 +76,10 @@ def test_four_machines_share_one_study_and_one_sweep_run(servers, tmp_path):
         env = None if in_url else {"PGPASSWORD": PASSWORD}
         machines.append(start_sweep(spec, tmp_path / f"machine-{index}", storage, *args, env=env))
     results = [finish(m) for m in machines]
-    for code, out, err in results:
-        assert code == 0, err
-        assert PASSWORD not in out + err
-        assert "mlruns/optuna" not in out  # the shared study, not a local journal
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert PASSWORD not in result.stdout + result.stderr
+        assert "mlruns/optuna" not in result.stdout  # the shared study, not a local journal
 
     study = study_of(postgres, "shared40")
     trials = study.get_trials(deepcopy=False)
@@ -149,8 +133,8 @@ def test_a_machine_killed_mid_trial_loses_nothing(servers, tmp_path):
     os.killpg(doomed.pid, signal.SIGKILL)  # the whole machine, at once
     doomed.wait(30)
 
-    code, _, err = finish(survivor)
-    assert code == 0, err
+    result = finish(survivor)
+    assert result.returncode == 0, result.stderr
     study = study_of(postgres, "killed")
     killed = study.trials[victim.number]
     assert killed.state == TrialState.FAIL
@@ -217,11 +201,11 @@ def test_tracking_server_going_away_keeps_the_results(servers, tmp_path):
     doomed.stop()
     stopped = time.monotonic()
 
-    code, _, err = finish(sweep, timeout=180)
-    assert code != 0
+    result = finish(sweep, timeout=180)
+    assert result.returncode != 0
     assert time.monotonic() - stopped < 150  # it says so instead of hanging
-    assert f"the MLflow tracking store {doomed.uri} failed" in err
-    assert "Traceback" not in err, err
+    assert f"the MLflow tracking store {doomed.uri} failed" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
     after = {t.number: t.value for t in study_of(postgres, "server_gone").get_trials(states=(TrialState.COMPLETE,))}
     assert before.items() <= after.items()  # every result kept
     assert len(after) < 200

@@ -223,5 +223,3 @@ def _check_against_config(spec: SweepSpec) -> None:
             f"{where}: the pruner needs a per-epoch metric for {spec.objectives[0].metric}; "
             "set objective.report (e.g. val_loss) or pruner: none"
         )
-
-
