@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from src.config import compose, resolve_loss, validate  # noqa: E402
+from src.config import compose, validate  # noqa: E402
 from src.listeners import EpochListener  # noqa: E402
 from src.training import build_models, load_dataset, seed_everything  # noqa: E402
 
@@ -79,9 +79,8 @@ def keras_epoch(
     plain = validate(compose(["+experiment=mnist", f"trainer.batch_size={batch_size}",
                               f"trainer.epochs={epochs}", f"trainer.engine={engine}", *extra]))
     dataset = load_dataset(plain["data"])
-    loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
     seed_everything(plain["seed"])
-    estimator = build_models(plain, dataset, loss, only=["keras_mlp"])["keras_mlp"].estimator
+    estimator = build_models(plain, only=["keras_mlp"])["keras_mlp"].estimator
     clock = EpochClock()
     compile_model = keras.Model.compile
 
@@ -91,7 +90,7 @@ def keras_epoch(
     if steps_per_execution > 1:
         keras.Model.compile = compile_with_steps  # the model mlplab builds, compiled Keras's way
     try:
-        estimator.fit(dataset.x_train, dataset.y_train, validation_data=dataset.validation_data, listeners=[clock])
+        estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec, validation_data=dataset.validation_data, listeners=[clock])
     finally:
         keras.Model.compile = compile_model
     return clock.steady(), estimator.score(dataset.x_test, dataset.y_test)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from src.config import compose, resolve_loss, validate  # noqa: E402
+from src.config import compose, validate  # noqa: E402
 from src.training import DivergenceGuard, build_models, load_dataset, seed_everything  # noqa: E402
 
 # Short and long runs per engine: fit is ~30 ms/epoch, the compiled loop ~0.1 ms.
@@ -36,11 +36,10 @@ ENGINES = {
 def fit_seconds(experiment: str, overrides: list[str], epochs: int) -> float:
     plain = validate(compose([f"+experiment={experiment}", *overrides, f"trainer.epochs={epochs}"]))
     dataset = load_dataset(plain["data"])
-    loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
     seed_everything(plain["seed"])
-    estimator = build_models(plain, dataset, loss, only=["keras_mlp"])["keras_mlp"].estimator
+    estimator = build_models(plain, only=["keras_mlp"])["keras_mlp"].estimator
     started = time.perf_counter()
-    estimator.fit(dataset.x_train, dataset.y_train, listeners=[DivergenceGuard(estimator)])
+    estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec, listeners=[DivergenceGuard(estimator)])
     return time.perf_counter() - started
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from src import tracking  # noqa: E402
-from src.config import compose, resolve_loss, validate  # noqa: E402
+from src.config import compose, validate  # noqa: E402
 from src.training import DivergenceGuard, build_models, load_dataset, run, seed_everything  # noqa: E402
 
 DEFAULT_CONFIGS = ["+experiment=iris", "+experiment=mnist trainer.epochs=5"]
@@ -31,21 +31,20 @@ DEFAULT_CONFIGS = ["+experiment=iris", "+experiment=mnist trainer.epochs=5"]
 def overhead(overrides: list[str], uri: str, experiment: str, repeats: int) -> tuple[float, float, float, str]:
     plain = validate(compose([*overrides, f"tracking.uri={uri}"]))
     dataset = load_dataset(plain["data"])
-    loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
     waits: list[float] = []
 
     def fit_seconds(tracked: bool) -> float:
         seed_everything(plain["seed"])
-        estimator = build_models(plain, dataset, loss, only=["keras_mlp"])["keras_mlp"].estimator
+        estimator = build_models(plain, only=["keras_mlp"])["keras_mlp"].estimator
         data = dict(validation_data=dataset.validation_data)
         if not tracked:
             started = time.perf_counter()
-            estimator.fit(dataset.x_train, dataset.y_train, listeners=[DivergenceGuard(estimator)], **data)
+            estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec, listeners=[DivergenceGuard(estimator)], **data)
             return time.perf_counter() - started
         with tracking.run("keras_mlp", experiment=experiment) as child:
             logger = child.epoch_logger()
             started = time.perf_counter()
-            estimator.fit(dataset.x_train, dataset.y_train, listeners=[logger, DivergenceGuard(estimator)], **data)
+            estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec, listeners=[logger, DivergenceGuard(estimator)], **data)
             seconds = time.perf_counter() - started
             started = time.perf_counter()
             logger.flush()  # as src.training does after training: the last batch, written and waited for

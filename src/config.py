@@ -1,7 +1,8 @@
-"""Composing and validating run configurations, with no heavy imports.
+"""Composing run configurations with Hydra and checking them, with no heavy imports.
 
-Everything here needs only Hydra and OmegaConf, so a bad command line is reported
-in about a second, before TensorFlow or MLflow is imported. A mistake is raised as
+Everything here needs only Hydra, OmegaConf and pydantic (the schema, in
+:mod:`src.schema`), so a bad command line is reported in about a second, before
+TensorFlow or MLflow is imported. A mistake is raised as
 :class:`~src.errors.ConfigError` with one line naming the bad value and what is
 allowed.
 """
@@ -9,9 +10,9 @@ allowed.
 from __future__ import annotations
 
 import copy
-import math
+import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,384 +25,21 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.errors import ConfigError, first_line
+from src.schema import check
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_NAME = "config"
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 """The local store of ``conf/tracking/local.yaml`` when ``MLFLOW_TRACKING_URI`` is unset."""
 
-ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "selu")
-OUTPUT_ACTIVATIONS = (*ACTIVATIONS, "softmax")
-LOSSES = (
-    "mse",
-    "binary_crossentropy",
-    "categorical_crossentropy",
-    "sparse_categorical_crossentropy",
-    "mae",
-    "huber",
-)
-# The first loss of each task is the one used when trainer.loss is null.
-LOSSES_BY_TASK = {
-    "binary": ("binary_crossentropy", "mse", "mae", "huber"),
-    "multiclass": ("sparse_categorical_crossentropy", "categorical_crossentropy", "mse", "mae", "huber"),
-    "regression": ("mse", "mae", "huber"),
-}
-
-
-# --------------------------------------------------------------------------- rules
-class Rule:
-    """A check of one config value; raises ConfigError naming the value."""
-
-    expected: str = "a value"
-
-    def check(self, path: str, value: Any) -> None:
-        if not self.accepts(value):
-            raise ConfigError(f"bad value {path}={value!r}: expected {self.expected}")
-
-    def accepts(self, value: Any) -> bool:
-        raise NotImplementedError
-
-
-class Number(Rule):
-    """A finite int or float within optional bounds."""
-
-    def __init__(
-        self,
-        *,
-        gt: float | None = None,
-        ge: float | None = None,
-        lt: float | None = None,
-        le: float | None = None,
-        integer: bool = False,
-    ) -> None:
-        self.gt, self.ge, self.lt, self.le, self.integer = gt, ge, lt, le, integer
-        kind = "an integer" if integer else "a finite number"
-        bounds = [
-            f"{op} {bound:g}"
-            for op, bound in ((">", gt), (">=", ge), ("<", lt), ("<=", le))
-            if bound is not None
-        ]
-        self.expected = kind + (" " + " and ".join(bounds) if bounds else "")
-
-    def accepts(self, value: Any) -> bool:
-        if isinstance(value, bool):
-            return False
-        if self.integer:
-            if not isinstance(value, int):
-                return False
-        elif not isinstance(value, (int, float)) or not math.isfinite(value):
-            return False
-        return not (
-            (self.gt is not None and value <= self.gt)
-            or (self.ge is not None and value < self.ge)
-            or (self.lt is not None and value >= self.lt)
-            or (self.le is not None and value > self.le)
-        )
-
-
-class Choice(Rule):
-    def __init__(self, options: Iterable[Any]) -> None:
-        self.options = tuple(options)
-        self.expected = "one of " + ", ".join(map(str, self.options))
-
-    def accepts(self, value: Any) -> bool:
-        return any(value == o and type(value) is type(o) for o in self.options)
-
-
-class Boolean(Rule):
-    expected = "true or false"
-
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, bool)
-
-
-class Text(Rule):
-    expected = "a non-empty string"
-
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, str) and bool(value.strip())
-
-
-class Table(Rule):
-    expected = "a mapping of keys to values"
-
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, dict)
-
-
-class Nullable(Rule):
-    def __init__(self, rule: Rule) -> None:
-        self.rule = rule
-        self.expected = f"null or {rule.expected}"
-
-    def accepts(self, value: Any) -> bool:
-        return value is None or self.rule.accepts(value)
-
-
-class ListOf(Rule):
-    def __init__(self, item: Rule) -> None:
-        self.item = item
-        self.expected = f"a list of {_plural(item.expected)}"
-
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, list) and all(self.item.accepts(v) for v in value)
-
-
-def _plural(expected: str) -> str:
-    return re.sub(r"^an? (\w+)", r"\1s", expected)
-
-
-Fields = Mapping[str, Rule]
-
-
-def _check_section(path: str, section: Any, fields: Fields, required: Iterable[str] = ()) -> None:
-    if not isinstance(section, dict):
-        raise ConfigError(f"bad value {path}={section!r}: expected a mapping")
-    unknown = sorted(set(section) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key {path}.{unknown[0]}; allowed keys in {path}: "
-            + ", ".join(sorted(fields))
-        )
-    for key in required:
-        if section.get(key) is None:
-            raise ConfigError(f"missing config value {path}.{key}")
-    for key, rule in fields.items():
-        if key in section:
-            rule.check(f"{path}.{key}", section[key])
-
-
-def _check_target(path: str, section: dict, by_target: Mapping[str | None, Fields]) -> None:
-    """Checks a section whose allowed keys depend on its ``_target_``."""
-    target = section.get("_target_")
-    if target not in by_target:
-        allowed = ", ".join(str(t) for t in by_target)
-        raise ConfigError(f"bad value {path}._target_={target!r}: expected one of {allowed}")
-    _check_section(path, section, {"_target_": Nullable(Text()), **by_target[target]})
-
-
-# ---------------------------------------------------------------------- the schema
-_PROBABILITY = Number(ge=0, lt=1)
-_PARTIAL = {"_partial_": Choice([True])}
-
-_SPLITS: Fields = {
-    "name": Text(),
-    "test_size": Number(gt=0, lt=1),
-    "val_size": _PROBABILITY,
-    "standardize": Boolean(),
-    "random_state": Number(ge=0, integer=True),
-}
-_DATA_DIR: Fields = {"dir": Nullable(Text())}
-DATA: dict[str | None, Fields] = {
-    "src.data.toy.load_xor": {"name": Text()},
-    "src.data.toy.load_iris": _SPLITS,
-    "src.data.toy.load_digits": _SPLITS,
-    "src.data.toy.load_iris_setosa_2d": {"name": Text(), "standardize": Boolean()},
-    "src.data.images.load_images": {
-        "name": Text(),
-        "dataset": Choice(["mnist", "fashion_mnist"]),
-        **_DATA_DIR,
-        "val_size": _PROBABILITY,
-        "train_limit": Nullable(Number(gt=0, integer=True)),
-        "test_limit": Nullable(Number(gt=0, integer=True)),
-        "random_state": Number(ge=0, integer=True),
-    },
-    "src.data.tables.load_auto_mpg": {**_SPLITS, **_DATA_DIR},
-    "src.data.tables.load_csv": {
-        **_SPLITS,
-        "path": Text(),
-        "target": Text(),
-        "task": Choice(["classification", "regression"]),
-        "features": Nullable(ListOf(Text())),
-    },
-}
-# Any dataset: rebalance the classes of its training split (see src/data/resample.py).
-RESAMPLE = Choice(["none", "oversample", "smote"])
-
-MODEL: dict[str | None, Fields] = {
-    "src.models.keras_mlp.KerasMLP": {
-        "hidden_units": ListOf(Number(gt=0, integer=True)),
-        "activation": Choice(ACTIVATIONS),
-        "output_activation": Nullable(Choice(OUTPUT_ACTIVATIONS)),
-        "normalize": Boolean(),
-    },
-    "src.models.numpy_mlp.NumpyMLP": {
-        "hidden_units": ListOf(Number(gt=0, integer=True)),
-        "activation": Choice(["linear", "sigmoid", "tanh", "relu"]),
-        "output_activation": Nullable(Choice(["linear", "sigmoid", "tanh", "relu"])),
-        "use_bias": Boolean(),
-        "shuffle": Boolean(),
-    },
-}
-
-_OPTIMIZER_COMMON: Fields = {
-    **_PARTIAL,
-    "learning_rate": Number(gt=0),
-    "weight_decay": Nullable(Number(ge=0)),
-    "clipnorm": Nullable(Number(gt=0)),
-    "clipvalue": Nullable(Number(gt=0)),
-    "epsilon": Number(gt=0),
-}
-OPTIMIZER: dict[str | None, Fields] = {
-    "keras.optimizers.SGD": {
-        **_OPTIMIZER_COMMON,
-        "momentum": _PROBABILITY,
-        "nesterov": Boolean(),
-    },
-    "keras.optimizers.RMSprop": {
-        **_OPTIMIZER_COMMON,
-        "rho": _PROBABILITY,
-        "momentum": _PROBABILITY,
-        "centered": Boolean(),
-    },
-    "keras.optimizers.Adagrad": {
-        **_OPTIMIZER_COMMON,
-        "initial_accumulator_value": Number(ge=0),
-    },
-    "keras.optimizers.Adam": {
-        **_OPTIMIZER_COMMON,
-        "beta_1": _PROBABILITY,
-        "beta_2": _PROBABILITY,
-        "amsgrad": Boolean(),
-    },
-}
-
-_SEED = {"seed": Nullable(Number(ge=0, integer=True))}
-INIT: dict[str | None, Fields] = {
-    **{
-        f"keras.initializers.{name}": {**_PARTIAL, **_SEED}
-        for name in ("GlorotUniform", "GlorotNormal", "HeNormal", "HeUniform", "LecunNormal")
-    },
-    "keras.initializers.RandomNormal": {
-        **_PARTIAL,
-        **_SEED,
-        "mean": Number(),
-        "stddev": Number(gt=0),
-    },
-    "keras.initializers.Zeros": dict(_PARTIAL),
-}
-
-_FACTOR = Number(ge=0)
-REGULARIZER: dict[str | None, Fields] = {
-    None: {},
-    "keras.regularizers.L1": {"l1": _FACTOR},
-    "keras.regularizers.L2": {"l2": _FACTOR},
-    "keras.regularizers.L1L2": {"l1": _FACTOR, "l2": _FACTOR},
-}
-
-TRAINER: Fields = {
-    "epochs": Number(gt=0, integer=True),
-    "batch_size": Nullable(Number(gt=0, integer=True)),
-    "loss": Nullable(Choice(LOSSES)),
-    "shuffle": Boolean(),
-    "verbose": Choice([0, 1, 2]),
-    "engine": Choice(["auto", "fit", "compiled"]),
-    "jit_compile": Choice(["auto", True, False]),
-    "divergence_factor": Nullable(Number(gt=1)),
-    "divergence_threshold": Nullable(Number(gt=0)),
-}
-EARLY_STOPPING: Fields = {
-    "enabled": Boolean(),
-    "monitor": Nullable(Text()),
-    "patience": Number(ge=0, integer=True),
-    "min_delta": Number(ge=0),
-    "restore_best_weights": Boolean(),
-}
-TRACKING: Fields = {
-    "uri": Text(),
-    "artifact_location": Nullable(Text()),
-    "log_models": Boolean(),
-    "plots": Boolean(),
-}
-LESSON: Fields = {
-    "kind": Choice(["gd_quadratic"]),
-    "start": Number(),
-    "minimum": Number(),
-    "offset": Number(),
-    "learning_rates": ListOf(Number(gt=0)),
-    "steps": Number(gt=0, integer=True),
-}
-TOP_LEVEL = (
-    "experiment_name",
-    "description",
-    "lesson",
-    "seed",
-    "data",
-    "model",
-    "optimizer",
-    "dropout",
-    "init",
-    "regularizer",
-    "trainer",
-    "baselines",
-    "tracking",
-)
-
-
 def validate(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """Checks a composed run config and returns it resolved as plain containers.
+    """Checks a composed run config against the schema (:mod:`src.schema`) and
+    returns it resolved as plain containers.
 
     Raises:
         ConfigError: on the first unknown key, wrong type or out-of-range value.
     """
-    plain = _resolve(cfg)
-    unknown = sorted(set(plain) - set(TOP_LEVEL))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key {unknown[0]}; allowed top-level keys: {', '.join(TOP_LEVEL)}"
-        )
-    for key in TOP_LEVEL:
-        if key not in plain:
-            raise ConfigError(f"missing config key {key}")
-    Text().check("experiment_name", plain["experiment_name"])
-    Nullable(Text()).check("description", plain["description"])
-    if plain["lesson"] is not None:
-        _check_section("lesson", plain["lesson"], LESSON, required=LESSON)
-    Number(ge=0, integer=True).check("seed", plain["seed"])
-    _check_target("data", plain["data"], {t: {**f, "resample": RESAMPLE} for t, f in DATA.items()})
-    data = plain["data"]
-    if data.get("test_size", 0) + data.get("val_size", 0) >= 1:
-        raise ConfigError(
-            f"bad values data.test_size={data['test_size']!r} and data.val_size="
-            f"{data['val_size']!r}: together they must leave training data (sum < 1)"
-        )
-    _check_target("model", plain["model"], MODEL)
-    _check_target("optimizer", plain["optimizer"], OPTIMIZER)
-    _check_section("dropout", plain["dropout"], {"rate": _PROBABILITY}, required=["rate"])
-    _check_target("init", plain["init"], INIT)
-    _check_target("regularizer", plain["regularizer"], REGULARIZER)
-    trainer = plain["trainer"]
-    _check_section(
-        "trainer", trainer, {**TRAINER, "early_stopping": Table()}, required=["epochs"]
-    )
-    _check_section("trainer.early_stopping", trainer.get("early_stopping", {}), EARLY_STOPPING)
-    baselines = plain["baselines"] or {}
-    if not isinstance(baselines, dict):
-        raise ConfigError(f"bad value baselines={baselines!r}: expected a mapping of named estimators")
-    for name, spec in baselines.items():
-        if not isinstance(spec, dict) or not Text().accepts(spec.get("_target_")):
-            raise ConfigError(
-                f"bad value baselines.{name}={spec!r}: expected a mapping with a _target_ "
-                "such as sklearn.linear_model.Perceptron"
-            )
-    _check_section("tracking", plain["tracking"], TRACKING, required=["uri"])
-    return plain
-
-
-def resolve_loss(loss: str | None, task: str) -> str:
-    """The Keras loss for ``task``: ``loss`` if it fits the task, else the task's default.
-
-    Raises:
-        ConfigError: ``loss`` is set but does not fit the task.
-    """
-    allowed = LOSSES_BY_TASK[task]
-    if loss is None:
-        return allowed[0]
-    if loss not in allowed:
-        raise ConfigError(
-            f"bad value trainer.loss={loss!r}: a {task} task takes one of {', '.join(allowed)}"
-        )
-    return loss
+    return check(_resolve(cfg))
 
 
 def _resolve(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -458,8 +96,38 @@ class Composer:
     def group_options(self, group: str) -> list[str]:
         """The options of a config group (empty for a key that is not a group)."""
         if group not in self._groups:  # Hydra lists the directory on every call
-            self._groups[group] = GlobalHydra.instance().config_loader().get_group_options(group)
+            loader = GlobalHydra.instance().config_loader()
+            # Named, the primary config's own search path counts (a best config's does).
+            self._groups[group] = loader.get_group_options(group, config_name=self.config_name)
         return self._groups[group]
+
+    def primary_config(self, overrides: Sequence[str]) -> dict[str, Any]:
+        """A primary config that composes as ``overrides`` do on ``conf/config.yaml``,
+        keeping each group choice a choice (in its defaults list) rather than its
+        values, so a command line can still choose another option of that group.
+
+        Raises:
+            ConfigError: an override deletes a key, which such a file cannot say.
+        """
+        added, chosen = [], []
+        values = OmegaConf.create()
+        for override in parse_overrides(overrides):
+            key = override.key_or_group
+            if override.is_delete():
+                raise ConfigError(f"a config file cannot delete {key}: leave ~{key} out of its overrides")
+            if self.group_options(key):
+                entry = override.get_value_element_as_str()
+                if override.is_add():
+                    added.append({key: entry})
+                else:
+                    chosen.append({f"override /{key}": entry})
+            else:
+                OmegaConf.update(values, key, override.value(), merge=True, force_add=True)
+        return {
+            "defaults": [CONFIG_NAME, *added, *chosen, "_self_"],
+            "hydra": {"searchpath": [f"file://{self.config_dir}"]},
+            **OmegaConf.to_container(values),  # type: ignore[dict-item]
+        }
 
     def compose(self, overrides: Sequence[str] = ()) -> DictConfig:
         """Composes one config; raises ConfigError for unknown options or keys."""
@@ -564,8 +232,12 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def expand_sweep(overrides: Sequence[str]) -> list[list[str]]:
-    """The override lists of every job a Hydra ``--multirun`` would launch."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    batches = BasicSweeper.split_arguments(parse_overrides(overrides), None)
-    return [job for batch in batches for job in batch]
+    """The override lists of every job a Hydra ``--multirun`` would launch: the
+    product of every sweep's values (``seed=0,1,2``), in Hydra's order."""
+    choices = [
+        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [o.input_line]
+        for o in parse_overrides(overrides)
+    ]
+    return [list(job) for job in itertools.product(*choices)]

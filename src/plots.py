@@ -50,8 +50,8 @@ def model_figures(estimator: Estimator, dataset: Dataset) -> dict[str, FigureMak
     can log each one on its own and skip one that fails.
     """
     figures: dict[str, FigureMaker] = {}
-    if estimator.history.get("loss"):
-        figures["learning_curves.png"] = lambda: learning_curves(estimator.history, estimator.history_epochs())
+    if estimator.history_.get("loss"):
+        figures["learning_curves.png"] = lambda: learning_curves(estimator.history_, estimator.history_epochs())
     if dataset.n_features == 2:
         figures["decision_boundary.png"] = lambda: decision_boundaries({"": estimator}, dataset)
     split, (x, y) = evaluation_split(dataset)

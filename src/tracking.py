@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -257,9 +257,9 @@ class TrackedRun:
         N epochs of a fast training, whose last batch is best written after it."""
         return EpochMetricLogger(self.client, self.run_id, flush_every, flush_seconds)
 
-    def log_model(self, model: LoggableModel, example: Any, feature_names: Sequence[str] = ()) -> None:
+    def log_model(self, model: LoggableModel, example: Any) -> None:
         """Logs a fitted model into this run, with its signature and input example
-        (``example``: raw input rows, ``feature_names``: their columns' names).
+        (``example``: raw input rows).
 
         Each model family knows its MLflow flavor (``model.log_model``); MLflow's
         flavors log into the active run, which this run must be.
@@ -267,13 +267,13 @@ class TrackedRun:
         active = mlflow.active_run()
         if active is None or active.info.run_id != self.run_id:
             raise RuntimeError("log_model needs its run to be the active MLflow run")
-        model.log_model(example, feature_names)
+        model.log_model(example)
 
 
 class LoggableModel(Protocol):
     """A fitted model that logs itself with its MLflow flavor into the active run."""
 
-    def log_model(self, example: Any, feature_names: Sequence[str]) -> None: ...
+    def log_model(self, example: Any) -> None: ...
 
 
 def _close_figure(figure: Any) -> None:

@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from src.config import resolve_loss, validate
+from src.config import validate
 from src.data import Dataset
 from src.errors import ConfigError, DivergenceError, MlplabError, first_line
 from src.listeners import EpochListener
-from src.models.base import Estimator
 from src.results import Metrics, RunResult, comparison_table
+from src.schema import resolve_loss, wired_keys
 
 if TYPE_CHECKING:
+    from src.models.base import Estimator
     from src.tracking import TrackedRun
 
 log = logging.getLogger("mlplab")
@@ -124,7 +125,7 @@ def run(
     if plain["lesson"] is not None:
         raise ConfigError(f"{plain['experiment_name']} is a lesson without a dataset: run it with src.lessons.run")
     dataset = load_dataset(plain["data"])
-    loss = resolve_loss(plain["trainer"]["loss"], dataset.task)
+    loss = resolve_loss(plain["trainer"]["loss"], dataset.task)  # a loss that misfits fails here, before any run
 
     from src import tracking  # MLflow is imported only once the config is known good
 
@@ -133,7 +134,7 @@ def run(
         from src.plots import prepare_in_background
 
         prepare_in_background()
-    models = build_models(plain, dataset, loss, only=only)
+    models = build_models(plain, only=only, loss=loss)
     if into is not None:
         return _run_models(into, plain, dataset, models, experiment, listeners, flat=len(models) == 1)
     with tracking.invocation_run(plain, experiment, parent_run_id) as parent:
@@ -213,6 +214,7 @@ def _train_and_log(
         estimator.fit(
             dataset.x_train,
             dataset.y_train,
+            spec=dataset.spec,
             validation_data=dataset.validation_data,
             listeners=[epoch_logger, divergence_guard(estimator, plain["trainer"]), *listeners],
         )
@@ -232,7 +234,7 @@ def _train_and_log(
 
             tracked.log_figures(model_figures(estimator, dataset))
         if plain["tracking"]["log_models"]:
-            tracked.log_model(estimator, dataset.x_train[:5], dataset.feature_names)
+            tracked.log_model(estimator, dataset.x_train[:5])
     log.info("%s: done in %.2f s", name, fit_seconds)
     return metrics
 
@@ -253,13 +255,9 @@ def _report_fit_warnings(name: str, estimator: Estimator, tracked: TrackedRun) -
 
 # ------------------------------------------------------------------ the pieces
 def load_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
-    """Builds the dataset from its config node with Hydra's ``instantiate``, then
-    rebalances its training split if ``data.resample`` says so."""
-    from src.data.resample import resampled
-
-    node = dict(data_cfg)
-    method = node.pop("resample", "none")
-    return resampled(instantiate_node("data", node), method, node.get("random_state", 0))
+    """The dataset of the ``data`` config node, built by Hydra's ``instantiate``
+    (resampling included: every loader takes ``resample``)."""
+    return instantiate_node("data", data_cfg)
 
 
 def instantiate_node(path: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
@@ -303,11 +301,20 @@ def seed_everything(seed: int) -> None:
 
 def build_models(
     plain: Mapping[str, Any],
-    dataset: Dataset,
-    loss: str,
     only: Collection[str] | None = None,
+    loss: str | None = None,
 ) -> dict[str, ModelRun]:
-    """The Keras MLP and each configured baseline, unfitted, by child-run name.
+    """The configured network and each baseline, unfitted, by child-run name.
+
+    Each is one ``instantiate`` of its config node: the network's node carries its
+    optimizer, initializer, regularizer, dropout and trainer settings (wired from
+    their groups); a baseline's node is the scikit-learn estimator, which
+    :class:`~src.models.baselines.SklearnBaseline` wraps.
+
+    Args:
+        plain: A validated config.
+        only: Names of the models to build (default: all).
+        loss: The loss resolved for the data's task, recorded with the network's params.
 
     Raises:
         ConfigError: a model cannot be built from its config, or ``only`` names
@@ -321,48 +328,30 @@ def build_models(
     wanted = [n for n in names if only is None or n in only]
 
     models: dict[str, ModelRun] = {}
-    if main == NUMPY_MODEL and main in wanted:
-        numpy_mlp = _numpy_mlp(plain, dataset, loss)
-        numpy_mlp.input_scaling = dataset.scaling
-        models[main] = ModelRun(numpy_mlp)
-    if main == KERAS_MODEL and main in wanted:
-        trainer = plain["trainer"]
-        # Keras rejects an int learning rate, and `optimizer.learning_rate=1` parses as one.
-        optimizer = {**plain["optimizer"], "learning_rate": float(plain["optimizer"]["learning_rate"])}
-        keras_mlp = instantiate_node(
-            "model",
-            plain["model"],
-            task=dataset.task,
-            n_classes=dataset.n_classes,
-            optimizer=instantiate_node("optimizer", optimizer),
-            kernel_initializer=instantiate_node("init", plain["init"]),
-            kernel_regularizer=instantiate_node("regularizer", plain["regularizer"]),
-            dropout_rate=plain["dropout"]["rate"],
-            loss=loss,
-            epochs=trainer["epochs"],
-            batch_size=trainer.get("batch_size"),
-            shuffle=trainer.get("shuffle", True),
-            verbose=trainer.get("verbose", 0),
-            early_stopping=trainer.get("early_stopping"),
-            engine=trainer.get("engine", "auto"),
-            jit_compile=trainer.get("jit_compile", "auto"),
-        )
-        # Set, not passed: instantiate would turn the arrays' dataclass into a dict.
-        keras_mlp.input_scaling = dataset.scaling
-        from src.tracking import flatten
-
-        sections = ("model", "optimizer", "init", "regularizer", "dropout", "trainer")
-        params = {**flatten({k: plain[k] for k in sections}), "loss": loss}
-        models[KERAS_MODEL] = ModelRun(keras_mlp, params)
+    if main in wanted:
+        models[main] = ModelRun(instantiate_node("model", plain["model"]), network_params(plain, loss))
     from src.models.baselines import SklearnBaseline
 
     for name in wanted:
-        if name == main:
-            continue
-        estimator = instantiate_node(f"baselines.{name}", plain["baselines"][name])
-        baseline = SklearnBaseline(estimator, dataset.task, dataset.scaling, dataset.feature_names)
-        models[name] = ModelRun(baseline, estimator.get_params())
+        if name != main:
+            estimator = instantiate_node(f"baselines.{name}", plain["baselines"][name])
+            models[name] = ModelRun(SklearnBaseline(estimator), estimator.get_params())
     return models
+
+
+def network_params(plain: Mapping[str, Any], loss: str | None = None) -> dict[str, Any]:
+    """The network's child-run params: its own model settings and the groups wired
+    into it, each under its group's name (``optimizer.learning_rate``), once."""
+    from src.tracking import flatten
+
+    model = plain["model"]
+    own = {key: value for key, value in model.items() if key not in wired_keys(model["_target_"])}
+    if main_model_name(plain) == NUMPY_MODEL:
+        sections = {"model": own, "optimizer": {"learning_rate": plain["optimizer"]["learning_rate"]},
+                    "trainer": {k: plain["trainer"][k] for k in ("epochs", "batch_size")}}
+        return {**flatten(sections), "loss": loss}
+    groups = ("optimizer", "init", "regularizer", "dropout", "trainer")
+    return {**flatten({"model": own, **{group: plain[group] for group in groups}}), "loss": loss}
 
 
 def plots_enabled(plain: Mapping[str, Any]) -> bool:
@@ -373,28 +362,6 @@ def plots_enabled(plain: Mapping[str, Any]) -> bool:
 def main_model_name(plain: Mapping[str, Any]) -> str:
     """The child-run name of the configured network: keras_mlp or numpy_mlp."""
     return NUMPY_MODEL if plain["model"]["_target_"].endswith(".NumpyMLP") else KERAS_MODEL
-
-
-def _numpy_mlp(plain: Mapping[str, Any], dataset: Dataset, loss: str) -> Estimator:
-    optimizer = plain["optimizer"]
-    if not optimizer["_target_"].endswith(".SGD") or optimizer.get("momentum") or optimizer.get("nesterov"):
-        raise ConfigError("model=numpy_mlp trains with plain SGD: use optimizer=sgd (no momentum)")
-    if dataset.task == "multiclass" or loss not in ("mse", "binary_crossentropy"):
-        raise ConfigError(
-            f"model=numpy_mlp has one output unit and the loss mse or binary_crossentropy; "
-            f"{dataset.name} is {dataset.task} with loss {loss}"
-        )
-    trainer = plain["trainer"]
-    return instantiate_node(
-        "model",
-        plain["model"],
-        task=dataset.task,
-        learning_rate=float(optimizer["learning_rate"]),
-        epochs=trainer["epochs"],
-        batch_size=trainer.get("batch_size"),
-        loss=loss,
-        seed=plain["seed"],
-    )
 
 
 def evaluate(estimator: Estimator, dataset: Dataset) -> dict[str, float]:
@@ -410,7 +377,7 @@ def evaluate(estimator: Estimator, dataset: Dataset) -> dict[str, float]:
             metrics[f"{split}_mae"] = float(mean_absolute_error(y, predicted))
             metrics[f"{split}_mse"] = float(mean_squared_error(y, predicted))
             metrics[f"{split}_r2"] = float(r2_score(y, predicted))
-        loss = estimator.loss(x, y)
+        loss = estimator.evaluate_loss(x, y)
         if loss is not None:
             metrics[f"{split}_loss"] = loss
     metrics.update(estimator.summary_metrics())

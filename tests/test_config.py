@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from src.config import CONF_DIR, Composer, compose, expand_sweep, resolve_loss, validate
+from src.config import CONF_DIR, Composer, compose, expand_sweep, validate
+from src.schema import resolve_loss
 from src.errors import ConfigError
 from tests.conftest import ROOT, run_cli
 
@@ -44,7 +45,10 @@ def test_every_option_of_every_group_composes():
             assert options, group
             for option in options:
                 # a CSV needs to know which file and column; everything else has defaults
-                extra = ["data.path=x.csv", "data.target=y"] if (group, option) == ("data", "csv") else []
+                extra = {
+                    ("data", "csv"): ["data.path=x.csv", "data.target=y"],
+                    ("model", "numpy_mlp"): ["optimizer=sgd"],  # it trains with plain SGD only
+                }.get((group, option), [])
                 validate(composer.compose([f"{group}={option}", *extra]))
 
 
@@ -88,6 +92,21 @@ def test_command_line_values_override_experiment():
     assert cfg.optimizer._target_ == "keras.optimizers.SGD"
     assert cfg.optimizer.learning_rate == 0.5
     assert cfg.seed == 3
+
+
+def test_a_written_primary_config_composes_the_same_and_keeps_group_choices(tmp_path):
+    from omegaconf import OmegaConf
+
+    overrides = ["+experiment=iris", "optimizer=rmsprop", "optimizer.learning_rate=0.03",
+                 "model.activation=tanh", "trainer.epochs=7"]
+    with Composer() as composer:
+        (tmp_path / "best.yaml").write_text(OmegaConf.to_yaml(composer.primary_config(overrides)))
+    plain = OmegaConf.to_container
+    with Composer(tmp_path, "best") as composer:
+        same, changed = composer.compose([]), composer.compose(["optimizer=sgd", "seed=3"])
+    assert plain(same, resolve=True) == plain(compose(overrides), resolve=True)
+    assert changed.optimizer._target_ == "keras.optimizers.SGD"  # a group choice, not a value dump
+    assert plain(changed, resolve=True) == plain(compose([*overrides, "optimizer=sgd", "seed=3"]), resolve=True)
 
 
 def test_environment_tracking_uri_wins(monkeypatch):

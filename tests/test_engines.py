@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from src.config import compose, resolve_loss, validate
+from src.config import compose, validate
 from src.errors import ConfigError, DivergenceError
 from src.listeners import EpochListener
 from src.training import DivergenceGuard, build_models, load_dataset, seed_everything
@@ -18,19 +18,18 @@ def trained(*overrides: str, engine: str, listeners=()):
     plain = validate(compose([*overrides, f"trainer.engine={engine}"]))
     dataset = load_dataset(plain["data"])
     seed_everything(plain["seed"])
-    estimator = build_models(plain, dataset, resolve_loss(plain["trainer"]["loss"], dataset.task),
-                             only=["keras_mlp"])["keras_mlp"].estimator
+    estimator = build_models(plain, only=["keras_mlp"])["keras_mlp"].estimator
     if callable(listeners):  # listeners that need the estimator
         listeners = listeners(estimator)
-    estimator.fit(dataset.x_train, dataset.y_train, validation_data=dataset.validation_data,
+    estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec, validation_data=dataset.validation_data,
                   listeners=listeners)
     return estimator, dataset
 
 
 def assert_same_training(a, b, rtol=0.0, atol=0.0):
-    assert set(a.history) == set(b.history)
-    for key in a.history:
-        np.testing.assert_allclose(a.history[key], b.history[key], rtol=rtol, atol=atol, err_msg=key)
+    assert set(a.history_) == set(b.history_)
+    for key in a.history_:
+        np.testing.assert_allclose(a.history_[key], b.history_[key], rtol=rtol, atol=atol, err_msg=key)
     for wa, wb in zip(a.native.get_weights(), b.native.get_weights(), strict=True):
         np.testing.assert_allclose(wa, wb, rtol=rtol, atol=atol)
 
@@ -44,7 +43,7 @@ def test_compiled_engine_matches_fit(experiment, optimizer, dropout):
     fit, _ = trained(*overrides, engine="fit")
     compiled, _ = trained(*overrides, engine="compiled")
     assert compiled.resolved_engine(np.zeros((4, 2), np.float32)) == "compiled"
-    assert len(compiled.history["loss"]) == 60
+    assert len(compiled.history_["loss"]) == 60
     # Full batch without XLA runs the very same ops: equal to float32 rounding.
     assert_same_training(fit, compiled, rtol=1e-5, atol=1e-6)
 
@@ -72,11 +71,11 @@ def test_early_stopping_stops_both_engines_at_the_same_epoch_with_the_best_weigh
                  "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=5"]
     fit, dataset = trained(*overrides, engine="fit")
     compiled, _ = trained(*overrides, engine="compiled")
-    stopped = len(compiled.history["loss"])
+    stopped = len(compiled.history_["loss"])
     assert stopped < 400
     assert_same_training(fit, compiled, rtol=1e-5, atol=1e-6)
-    best = int(np.argmin(compiled.history["val_loss"]))
-    assert compiled.loss(dataset.x_val, dataset.y_val) == pytest.approx(compiled.history["val_loss"][best], rel=1e-4)
+    best = int(np.argmin(compiled.history_["val_loss"]))
+    assert compiled.evaluate_loss(dataset.x_val, dataset.y_val) == pytest.approx(compiled.history_["val_loss"][best], rel=1e-4)
 
 
 class Recorder(EpochListener):
@@ -96,7 +95,7 @@ def test_listeners_hear_every_epoch_in_order_across_chunks():
     assert [epoch for epoch, _ in recorder.epochs] == list(range(1, 3001))  # 12 chunks of 256 epochs
     assert all(keys == ["accuracy", "loss"] for _, keys in recorder.epochs)
     assert recorder.ended == 1
-    assert estimator.history["loss"][-1] < estimator.history["loss"][0]
+    assert estimator.history_["loss"][-1] < estimator.history_["loss"][0]
 
 
 def test_non_finite_loss_stops_the_compiled_engine_at_its_epoch():
@@ -117,8 +116,8 @@ def test_mini_batches_are_shuffled_reproducibly_and_learn():
     again, _ = trained(*overrides, engine="compiled")
     unshuffled, _ = trained(*overrides, "trainer.shuffle=false", engine="compiled")
     assert_same_training(first, again)
-    assert first.history["loss"] != unshuffled.history["loss"]
-    assert len(first.history["val_accuracy"]) == 40
+    assert first.history_["loss"] != unshuffled.history_["loss"]
+    assert len(first.history_["val_accuracy"]) == 40
     assert first.score(dataset.x_test, dataset.y_test) >= 0.9
 
 

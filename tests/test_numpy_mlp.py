@@ -12,7 +12,7 @@ from src.models.numpy_mlp import NumpyMLP
 
 def numeric_gradients(model: NumpyMLP, x, t, eps=1e-6):
     grads = []
-    for w in model.weights:
+    for w in model.weights_:
         grad = np.zeros_like(w)
         for index in np.ndindex(w.shape):
             saved = w[index]
@@ -35,7 +35,7 @@ def relative_error(a, b):
 def test_backprop_matches_finite_differences(activation, loss):
     rng = np.random.default_rng(1)
     x, t = rng.normal(size=(7, 3)), rng.integers(0, 2, size=7).astype(float)
-    model = NumpyMLP([5, 4], activation, task="binary", loss=loss, seed=3).initialize(3)
+    model = NumpyMLP([5, 4], activation, loss=loss, seed=3).initialize(3)
     analytic, _ = model.gradients(x, t)
     for got, expected in zip(analytic, numeric_gradients(model, x, t)):
         assert relative_error(got, expected) <= 1e-5
@@ -47,9 +47,9 @@ def test_backprop_matches_tensorflow(activation):
 
     rng = np.random.default_rng(2)
     x, t = rng.normal(size=(6, 2)), rng.integers(0, 2, size=(6, 1)).astype(float)
-    model = NumpyMLP([4], activation, task="binary", seed=5).initialize(2)
+    model = NumpyMLP([4], activation, seed=5).initialize(2)
     ours, our_bias = model.gradients(x, t)
-    variables = [tf.Variable(w) for w in model.weights] + [tf.Variable(b) for b in model.biases]
+    variables = [tf.Variable(w) for w in model.weights_] + [tf.Variable(b) for b in model.biases_]
     act = {"sigmoid": tf.sigmoid, "tanh": tf.tanh, "relu": tf.nn.relu}[activation]
     with tf.GradientTape() as tape:
         hidden = act(tf.constant(x) @ variables[0] + variables[2])
@@ -64,7 +64,7 @@ def test_backprop_matches_tensorflow(activation):
 def test_textbook_xor_2_2_1_sigmoid_net():
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
     t = np.array([0, 1, 1, 0], dtype=float)
-    model = NumpyMLP([2], "sigmoid", task="binary", learning_rate=0.2, epochs=90_000, batch_size=1)
+    model = NumpyMLP([2], "sigmoid", learning_rate=0.2, epochs=90_000, batch_size=1)
     model.set_weights([[[0.1, 0.2], [0.3, 0.4]], [[0.5], [0.6]]], [[0.1, 0.2], [0.3]])
     model.fit(x, t)
     assert model.serving_output(x).ravel() == pytest.approx([0.008, 0.9915, 0.9915, 0.0104], abs=1e-3)
@@ -73,13 +73,13 @@ def test_textbook_xor_2_2_1_sigmoid_net():
 
 def test_relu_2_3_1_one_step_example():
     x, t = np.array([[1.0, 1.0]]), np.array([0.0])
-    model = NumpyMLP([3], "relu", "linear", task="regression", learning_rate=0.2, epochs=1, use_bias=False)
+    model = NumpyMLP([3], "relu", "linear", learning_rate=0.2, epochs=1, use_bias=False)
     model.set_weights([[[0.8, 0.4, 0.3], [0.2, 0.9, 0.5]], [[0.3], [0.5], [0.9]]])
     assert model.serving_output(x).item() == pytest.approx(1.67)
     model.fit(x, t)
-    assert model.weights[1].ravel() == pytest.approx([-0.034, 0.0658, 0.6328], abs=1e-9)
+    assert model.weights_[1].ravel() == pytest.approx([-0.034, 0.0658, 0.6328], abs=1e-9)
     # the widely copied answer multiplies by relu'(z1) where the hidden activation belongs
-    assert model.weights[1].ravel() != pytest.approx([-0.034, 0.166, 0.566], abs=1e-3)
+    assert model.weights_[1].ravel() != pytest.approx([-0.034, 0.166, 0.566], abs=1e-3)
     assert model.serving_output(x).item() == pytest.approx(0.1622, abs=1e-4)
 
 

@@ -30,7 +30,7 @@ def blobs(n_features: int, n_classes: int, seed: int = 0) -> Dataset:
 
 
 def fitted(model, dataset: Dataset):
-    return SklearnBaseline(model, dataset.task).fit(dataset.x_train, dataset.y_train)
+    return SklearnBaseline(model).fit(dataset.x_train, dataset.y_train, spec=dataset.spec)
 
 
 def test_two_feature_classifier_gets_its_boundary_and_confusion_matrix():
@@ -96,7 +96,7 @@ def test_weight_histograms_show_start_and_end():
     start, end = snapshots["hidden_1"]
     assert start.shape == end.shape == (2, 3)
     assert not np.allclose(start, end)
-    np.testing.assert_array_equal(start, NumpyMLP([3], seed=0).initialize(2).weights[0])
+    np.testing.assert_array_equal(start, NumpyMLP([3], seed=0).initialize(2).weights_[0])
     ax = plots.model_figures(model, dataset)["weight_histograms.png"]().axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["start", "end"]
     assert sum(p.get_height() for p in ax.patches) == 2 * start.size

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from src.config import compose, resolve_loss, validate
+from src.config import compose, validate
 from src.models.baselines import SklearnBaseline
 from src.models.keras_mlp import KerasMLP
 from src.training import build_models, load_dataset, run, seed_everything
@@ -19,8 +19,9 @@ def keras_model_for(*overrides: str) -> tuple[KerasMLP, keras.Model, object]:
     plain = validate(compose(["+experiment=xor", "trainer.epochs=2", *overrides]))
     dataset = load_dataset(plain["data"])
     seed_everything(plain["seed"])
-    estimator = build_models(plain, dataset, resolve_loss(None, dataset.task))["keras_mlp"].estimator
-    return estimator, estimator.build(dataset.x_train), dataset
+    estimator = build_models(plain)["keras_mlp"].estimator
+    estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec)
+    return estimator, estimator.model_, dataset
 
 
 OPTIONS = [
@@ -37,8 +38,8 @@ OPTIONS = [
 def test_every_option_builds_and_trains(group, option):
     estimator, _, dataset = keras_model_for(f"{group}={option}")
     estimator.fit(dataset.x_train, dataset.y_train)
-    assert len(estimator.history["loss"]) == 2
-    assert all(np.isfinite(estimator.history["loss"]))
+    assert len(estimator.history_["loss"]) == 2
+    assert all(np.isfinite(estimator.history_["loss"]))
     assert estimator.predict(dataset.x_train).shape == (4,)
 
 
@@ -86,8 +87,7 @@ def test_keras_weight_snapshots_start_at_the_initializer():
 
 def test_baselines_are_built_from_the_config():
     plain = validate(compose(["+experiment=iris_setosa_2d"]))
-    dataset = load_dataset(plain["data"])
-    models = build_models(plain, dataset, resolve_loss(None, dataset.task))
+    models = build_models(plain)
     assert list(models) == ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
     perceptron = models["sklearn_perceptron"].estimator
     assert isinstance(perceptron, SklearnBaseline)
@@ -131,9 +131,9 @@ def test_validation_split_gives_per_epoch_validation_metrics():
     plain = validate(compose(["+experiment=iris", "data.val_size=0.2", "trainer.epochs=3"]))
     dataset = load_dataset(plain["data"])
     assert (len(dataset.x_train), len(dataset.x_val), len(dataset.x_test)) == (90, 30, 30)
-    estimator = build_models(plain, dataset, "sparse_categorical_crossentropy")["keras_mlp"].estimator
-    estimator.fit(dataset.x_train, dataset.y_train, validation_data=dataset.validation_data)
-    assert len(estimator.history["val_accuracy"]) == 3
+    estimator = build_models(plain)["keras_mlp"].estimator
+    estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec, validation_data=dataset.validation_data)
+    assert len(estimator.history_["val_accuracy"]) == 3
 
 
 def test_same_config_and_seed_give_identical_metrics():

@@ -44,6 +44,39 @@ class InputScaling:
 
 
 @dataclass(frozen=True)
+class DataSpec:
+    """What a model is told about its data besides the arrays, at ``fit`` time.
+
+    A model's constructor takes only its own settings (scikit-learn's contract);
+    the task, the classes and the input scaling belong to the data, so ``fit``
+    receives them here, or infers the task and classes from ``y`` without them.
+
+    Attributes:
+        task: ``binary``, ``multiclass`` or ``regression``.
+        n_classes: Number of classes (0 for regression).
+        scaling: How the model scales raw inputs (None: it takes them as they are).
+        feature_names: The raw columns' names (empty where columns have none).
+    """
+
+    task: str
+    n_classes: int = 0
+    scaling: InputScaling | None = None
+    feature_names: tuple[str, ...] = ()
+
+    @classmethod
+    def inferred(cls, y: np.ndarray) -> DataSpec:
+        """The task and classes ``y`` shows: integer labels classify (as do float
+        targets that are all 0 or 1, the textbook XOR's); anything else regresses."""
+        y = np.asarray(y)
+        if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+            n_classes = int(y.max()) + 1
+            return cls("binary" if n_classes <= 2 else "multiclass", n_classes)
+        if np.isin(y, (0.0, 1.0)).all():
+            return cls("binary", 2)
+        return cls("regression")
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Arrays of one dataset, split and preprocessed, ready for any model.
 
@@ -99,6 +132,11 @@ class Dataset:
         if self.x_test is not None and self.y_test is not None:
             found["test"] = (self.x_test, self.y_test)
         return found
+
+    @property
+    def spec(self) -> DataSpec:
+        """What a model is told about this data at ``fit`` time."""
+        return DataSpec(self.task, self.n_classes, self.scaling, self.feature_names)
 
     @property
     def validation_data(self) -> tuple[np.ndarray, np.ndarray] | None:

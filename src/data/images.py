@@ -10,6 +10,7 @@ import numpy as np
 
 from src.data.dataset import Dataset, InputScaling
 from src.data.files import DataError, data_dir, local_files, missing_files_error
+from src.data.resample import resampling
 from src.data.splits import carve_validation
 
 CLASS_NAMES = {
@@ -43,6 +44,7 @@ def keras_download(dataset: str) -> Arrays:
     return x_train, y_train, x_test, y_test
 
 
+@resampling
 def load_images(
     name: str,
     dataset: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import replace
 
 from src.data.dataset import Dataset
@@ -28,3 +30,14 @@ def resampled(dataset: Dataset, method: str, random_state: int = 0) -> Dataset:
     except ValueError as exc:
         raise DataError(f"data.resample={method!r}: {str(exc).splitlines()[0]}") from None
     return replace(dataset, x_train=x, y_train=y)
+
+
+def resampling(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
+    """Gives a loader the ``resample`` setting of its data node (``none`` unless
+    set), applied to the training split with the loader's ``random_state``."""
+
+    @functools.wraps(loader)
+    def load(*args: object, resample: str = "none", **kwargs: object) -> Dataset:
+        return resampled(loader(*args, **kwargs), resample, int(kwargs.get("random_state", 0)))  # type: ignore[arg-type]
+
+    return load

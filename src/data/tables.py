@@ -9,6 +9,7 @@ import numpy as np
 
 from src.data.dataset import Dataset
 from src.data.files import DataError, data_dir, local_files, missing_files_error
+from src.data.resample import resampling
 from src.data.splits import split, standardized
 
 AUTO_MPG_URL = "http://archive.ics.uci.edu/ml/machine-learning-databases/auto-mpg/auto-mpg.data"
@@ -65,6 +66,7 @@ def load_auto_mpg(
     return standardized(dataset) if standardize else dataset
 
 
+@resampling
 def load_csv(
     path: str,
     target: str,

@@ -7,9 +7,11 @@ from typing import Any
 import numpy as np
 
 from src.data.dataset import Dataset, InputScaling
+from src.data.resample import resampling
 from src.data.splits import split, standardized
 
 
+@resampling
 def load_xor(name: str = "xor") -> Dataset:
     """The four XOR points; no held-out split exists."""
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
@@ -24,6 +26,7 @@ def load_xor(name: str = "xor") -> Dataset:
     )
 
 
+@resampling
 def load_iris(
     name: str = "iris",
     test_size: float = 0.2,
@@ -46,6 +49,7 @@ def load_iris(
     return _bundled(name, iris, iris.data, test_size, val_size, standardize, random_state)
 
 
+@resampling
 def load_digits(
     name: str = "digits",
     test_size: float = 0.2,
@@ -86,6 +90,7 @@ def _bundled(
     return standardized(dataset) if standardize else dataset
 
 
+@resampling
 def load_iris_setosa_2d(name: str = "iris_setosa_2d", standardize: bool = False) -> Dataset:
     """Sepal length and width, setosa (1) vs the rest (0), all 150 rows for training."""
     from sklearn.datasets import load_iris as sklearn_iris

@@ -1,6 +1,4 @@
 """Models with one estimator-like interface (fit / predict / score), so the
-training loop treats the Keras MLP and the scikit-learn baselines alike."""
-
-from src.models.base import Estimator
-
-__all__ = ["Estimator"]
+training loop treats the Keras MLP, the NumPy MLP and the scikit-learn baselines
+alike. The interface is :class:`src.models.base.Estimator`; this package imports
+nothing itself, so a light module (the config schema) can read its tables."""

@@ -1,4 +1,10 @@
-"""The estimator interface shared by every model family."""
+"""The estimator interface shared by every model family.
+
+Every model keeps scikit-learn's estimator contract: ``__init__`` only stores its
+settings (so ``get_params`` and ``sklearn.base.clone`` work), ``fit`` learns the
+task, classes and input scaling from its data and returns ``self``, and what it
+learns ends in ``_``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
+from src.data.dataset import DataSpec
 from src.listeners import EpochListener
 
 
@@ -21,7 +29,7 @@ sweep's pruner is asked at these points only: asking in between would judge epoc
 that have already run, and each report is a write to the study's storage."""
 
 
-class Estimator(abc.ABC):
+class Estimator(BaseEstimator, abc.ABC):
     """A model that can be fit, asked for predictions and logged to MLflow.
 
     Attributes:
@@ -31,16 +39,16 @@ class Estimator(abc.ABC):
             installed versions in its requirements.
         names_columns: Whether the flavor's signature can name input columns
             (MLflow's Keras flavor takes array signatures only).
-        task: ``binary``, ``multiclass`` or ``regression``.
-        history: Per-epoch metrics of the last fit, by name (empty for models
+        spec_: What the last fit was told about its data (task, classes, scaling).
+        history_: Per-epoch metrics of the last fit, by name (empty for models
             that are not trained epoch by epoch).
     """
 
     flavor: str
     pip_packages: tuple[str, ...]
     names_columns = True
-    task: str
-    history: dict[str, list[float]]
+    spec_: DataSpec
+    history_: dict[str, list[float]]
 
     @abc.abstractmethod
     def fit(
@@ -48,10 +56,29 @@ class Estimator(abc.ABC):
         x: np.ndarray,
         y: np.ndarray,
         *,
+        spec: DataSpec | None = None,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         listeners: Sequence[EpochListener] = (),
     ) -> Estimator:
-        """Trains on ``x, y`` and returns self."""
+        """Trains on raw inputs ``x`` and targets ``y``, and returns self.
+
+        Args:
+            spec: The task, classes and input scaling of the data (inferred
+                from ``y`` when not given, with no scaling).
+            validation_data: Held-out ``(x, y)`` scored every epoch, not trained on.
+            listeners: Told of every epoch's metrics (logging, pruning, divergence).
+        """
+
+    def _start_fit(self, y: np.ndarray, spec: DataSpec | None) -> DataSpec:
+        """Records what ``fit`` is told about its data, or what ``y`` shows."""
+        self.spec_ = spec or DataSpec.inferred(y)
+        self.history_ = {}
+        return self.spec_
+
+    @property
+    def task_(self) -> str:
+        """``binary``, ``multiclass`` or ``regression``, as learned by ``fit``."""
+        return self.spec_.task
 
     @abc.abstractmethod
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -62,12 +89,12 @@ class Estimator(abc.ABC):
         from sklearn.metrics import accuracy_score, r2_score
 
         predicted = self.predict(x)
-        if self.task == "regression":
+        if self.task_ == "regression":
             return float(r2_score(y, predicted))
         return float(accuracy_score(y, predicted))
 
     @abc.abstractmethod
-    def loss(self, x: np.ndarray, y: np.ndarray) -> float | None:
+    def evaluate_loss(self, x: np.ndarray, y: np.ndarray) -> float | None:
         """The model's own training loss on ``x, y``, or None where it has none."""
 
     @property
@@ -79,7 +106,7 @@ class Estimator(abc.ABC):
     def serving_output(self, x: np.ndarray) -> np.ndarray:
         """What the logged model's ``predict`` returns for ``x`` (for its signature)."""
 
-    def log_model(self, example: np.ndarray, feature_names: Sequence[str] = ()) -> None:
+    def log_model(self, example: np.ndarray) -> None:
         """Logs the fitted model into the active MLflow run as ``model``, with its
         flavor, a signature and an input example of raw rows.
 
@@ -93,6 +120,7 @@ class Estimator(abc.ABC):
 
         from mlflow.models import infer_signature
 
+        feature_names = self.spec_.feature_names
         output = self.serving_output(example)
         model_input: Any = example
         if feature_names and self.names_columns:
@@ -130,9 +158,9 @@ class Estimator(abc.ABC):
         return {}
 
     def history_epochs(self) -> list[int]:
-        """The epoch (from 1) of each value in :attr:`history`: every epoch, unless
+        """The epoch (from 1) of each value in :attr:`history_`: every epoch, unless
         the model records only some of a long training's epochs."""
-        return list(range(1, len(self.history.get("loss", ())) + 1))
+        return list(range(1, len(self.history_.get("loss", ())) + 1))
 
     def weight_snapshots(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each hidden layer's kernel at the start and at the end of the last fit,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from src.data.dataset import InputScaling
+from src.data.dataset import DataSpec, InputScaling
 from src.errors import ConfigError
 from src.listeners import EpochListener
 from src.models.base import Estimator
@@ -16,53 +16,49 @@ from src.models.base import Estimator
 class SklearnBaseline(Estimator):
     """Wraps any scikit-learn estimator so the training loop needs no special case.
 
+    ``conf/baselines`` configures the scikit-learn estimator itself; the training
+    loop wraps each one it instantiates (see :func:`src.training.build_models`).
+
     Args:
         estimator: An unfitted scikit-learn estimator.
-        task: ``binary``, ``multiclass`` or ``regression``.
-        input_scaling: The dataset's scaling of raw inputs: fitted, it becomes the
-            first step of a Pipeline, which is what ``native`` (the logged model) is.
-        feature_names: The raw columns' names, which the model is fitted with (so a
-            DataFrame with those columns is what the logged model takes).
+
+    Attributes:
+        model_: The fitted model as logged: when ``fit`` is given an input scaling,
+            a Pipeline of that scaling (fixed, not fitted) and a fitted clone of
+            ``estimator``, fitted on a DataFrame of the named columns if the data
+            names them (so such a DataFrame is what the logged model takes).
     """
 
     flavor = "sklearn"
     pip_packages = ("scikit-learn",)
 
-    def __init__(
-        self,
-        estimator: Any,
-        task: str,
-        input_scaling: InputScaling | None = None,
-        feature_names: Sequence[str] = (),
-    ) -> None:
+    def __init__(self, estimator: Any) -> None:
         self.estimator = estimator
-        self.task = task
-        self.input_scaling = input_scaling
-        self.feature_names = tuple(feature_names)
-        self.history = {}
-        self.model_: Any = None
-        self.fit_warnings_: list[str] = []
 
     def fit(
         self,
         x: np.ndarray,
         y: np.ndarray,
         *,
+        spec: DataSpec | None = None,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         listeners: Sequence[EpochListener] = (),
     ) -> SklearnBaseline:
         import warnings
 
+        from sklearn.base import clone
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.utils._param_validation import InvalidParameterError
 
-        self.model_ = self.estimator
-        if self.input_scaling is not None:
+        spec = self._start_fit(y, spec)
+        self.estimator_ = clone(self.estimator)
+        self.model_ = self.estimator_
+        if spec.scaling is not None:
             from sklearn.frozen import FrozenEstimator
             from sklearn.pipeline import Pipeline
 
-            scaler = FrozenEstimator(fitted_scaler(self.input_scaling, self.feature_names))
-            self.model_ = Pipeline([("input_scaling", scaler), ("model", self.estimator)])
+            scaler = FrozenEstimator(fitted_scaler(spec.scaling, spec.feature_names))
+            self.model_ = Pipeline([("input_scaling", scaler), ("model", self.estimator_)])
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
@@ -75,9 +71,9 @@ class SklearnBaseline(Estimator):
                 self.fit_warnings_.append(f"ConvergenceWarning: {str(warning.message).splitlines()[0]}")
             else:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        curve = getattr(self.estimator, "loss_curve_", None)
+        curve = getattr(self.estimator_, "loss_curve_", None)
         if curve is not None:
-            self.history = {"loss": [float(v) for v in curve]}
+            self.history_ = {"loss": [float(v) for v in curve]}
         return self
 
     def _log_flavor(self, **kwargs: Any) -> None:
@@ -89,18 +85,19 @@ class SklearnBaseline(Estimator):
         mlflow.sklearn.log_model(self.native, name="model", skops_trusted_types=trusted, **kwargs)
 
     def fit_warnings(self) -> list[str]:
-        return list(self.fit_warnings_)
+        return list(getattr(self, "fit_warnings_", ()))
 
     def _frame(self, x: np.ndarray) -> Any:
         """``x`` as the fitted model takes it: a DataFrame of the named columns, if named."""
-        if not self.feature_names or not isinstance(x, np.ndarray):
+        feature_names = self.spec_.feature_names
+        if not feature_names or not isinstance(x, np.ndarray):
             return x
         import pandas as pd
 
-        return pd.DataFrame(x, columns=list(self.feature_names))
+        return pd.DataFrame(x, columns=list(feature_names))
 
     def _fitted(self) -> Any:
-        if self.model_ is None:
+        if getattr(self, "model_", None) is None:
             raise RuntimeError("SklearnBaseline is not fitted yet; call fit first")
         return self.model_
 
@@ -108,21 +105,21 @@ class SklearnBaseline(Estimator):
         return self._fitted().predict(self._frame(x))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray | None:
-        if self.task == "regression" or not hasattr(self.estimator, "predict_proba"):
+        if self.task_ == "regression" or not hasattr(self.estimator, "predict_proba"):
             return None
         return self._fitted().predict_proba(self._frame(x))
 
     def serving_output(self, x: np.ndarray) -> np.ndarray:
         return self.predict(x)
 
-    def loss(self, x: np.ndarray, y: np.ndarray) -> float | None:
+    def evaluate_loss(self, x: np.ndarray, y: np.ndarray) -> float | None:
         """Log-loss for classifiers with probabilities; None otherwise (e.g. Perceptron)."""
         probabilities = self.predict_proba(x)
         if probabilities is None:
             return None
         from sklearn.metrics import log_loss
 
-        return float(log_loss(y, probabilities, labels=self.estimator.classes_))
+        return float(log_loss(y, probabilities, labels=self.estimator_.classes_))
 
     @property
     def native(self) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from src.data.dataset import InputScaling
+from src.data.dataset import DataSpec, InputScaling
 from src.listeners import EpochListener
 from src.models.base import Estimator
 
@@ -25,20 +25,31 @@ is slow (an MNIST epoch at batch 32: 2.25 s with XLA, 1.1 s without)."""
 
 
 class KerasMLP(Estimator):
-    """Dense layers with optional dropout, built for the task at ``fit`` time.
+    """Dense layers with optional dropout, built for the data at ``fit`` time.
+
+    ``hydra.utils.instantiate(cfg.model)`` builds it whole: ``conf/model/mlp.yaml``
+    interpolates the optimizer, initializer, regularizer, dropout and trainer
+    settings from their own config groups.
+
+    Not ``keras.wrappers.SKLearnClassifier``/``SKLearnRegressor``: those train with
+    ``keras.Model.fit`` only and one-hot encode a classifier's targets themselves,
+    while this one class serves every task (inferred in ``fit``), trains with the
+    compiled engine when it pays, takes sparse labels and tells framework-neutral
+    listeners (MLflow, a pruner, the divergence guard) about every epoch.
 
     Args:
         hidden_units: Units of each hidden layer; empty for a single output unit.
         activation: Activation of the hidden layers.
-        output_activation: Activation of the output layer (task-derived if None).
-        task: ``binary``, ``multiclass`` or ``regression``.
-        n_classes: Number of classes for ``multiclass``.
-        optimizer: Makes a fresh Keras optimizer (a partial from the config).
+        output_activation: Activation of the output layer (None: sigmoid for
+            binary, softmax for multi-class, linear for regression).
+        optimizer: Makes a fresh Keras optimizer (a partial from the config;
+            None: Adam's defaults).
         kernel_initializer: Makes a fresh initializer; one per layer, since a
-            Keras 3 initializer instance returns the same values on every call.
+            Keras 3 initializer instance returns the same values on every call
+            (None: Glorot uniform).
         kernel_regularizer: Penalty on every kernel, or None.
         dropout_rate: Dropout after each hidden layer (0: none).
-        loss: Keras loss name (already resolved for the task).
+        loss: Keras loss name (None: the task's, see :func:`src.schema.resolve_loss`).
         epochs, batch_size, shuffle, verbose: As in ``keras.Model.fit``;
             ``batch_size=None`` trains full batch.
         early_stopping: The ``trainer.early_stopping`` settings.
@@ -51,8 +62,12 @@ class KerasMLP(Estimator):
             engine only; see ``XLA_MIN_STEPS``).
         normalize: Start with a Normalization layer adapted to the training
             inputs (their mean and variance, nothing from held-out rows).
-        input_scaling: The dataset's scaling of raw inputs, built into the network
-            as its first layer, so the model takes inputs in their own units.
+
+    Attributes:
+        model_: The fitted ``keras.Model``; its first layer applies the data's
+            input scaling, so it takes inputs in their own units.
+        loss_, output_activation_: The loss and output activation used.
+        initial_kernels_: Each hidden kernel as initialized, by layer name.
     """
 
     flavor = "keras"
@@ -61,95 +76,87 @@ class KerasMLP(Estimator):
 
     def __init__(
         self,
-        hidden_units: Sequence[int],
-        activation: str,
-        output_activation: str | None,
+        hidden_units: Sequence[int] = (8,),
+        activation: str = "tanh",
+        output_activation: str | None = None,
         *,
-        task: str,
-        n_classes: int,
-        optimizer: Callable[[], keras.optimizers.Optimizer],
-        kernel_initializer: Callable[[], keras.initializers.Initializer],
-        kernel_regularizer: keras.regularizers.Regularizer | None,
-        dropout_rate: float,
-        loss: str,
-        epochs: int,
-        batch_size: int | None,
+        optimizer: Callable[[], keras.optimizers.Optimizer] | None = None,
+        kernel_initializer: Callable[[], keras.initializers.Initializer] | None = None,
+        kernel_regularizer: keras.regularizers.Regularizer | None = None,
+        dropout_rate: float = 0.0,
+        loss: str | None = None,
+        epochs: int = 100,
+        batch_size: int | None = None,
         shuffle: bool = True,
         verbose: int = 0,
         early_stopping: Mapping[str, Any] | None = None,
         engine: str = "auto",
         jit_compile: bool | str = "auto",
         normalize: bool = False,
-        input_scaling: InputScaling | None = None,
     ) -> None:
-        self.hidden_units = list(hidden_units)
-        self.normalize = normalize
-        self.input_scaling = input_scaling
+        self.hidden_units = hidden_units
         self.activation = activation
-        self.output_activation = output_activation or default_output_activation(task)
-        self.task = task
-        self.n_classes = n_classes
+        self.output_activation = output_activation
         self.optimizer = optimizer
         self.kernel_initializer = kernel_initializer
         self.kernel_regularizer = kernel_regularizer
         self.dropout_rate = dropout_rate
-        self.loss_name = loss
+        self.loss = loss
         self.epochs = epochs
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.verbose = verbose
-        self.early_stopping = dict(early_stopping or {})
+        self.early_stopping = early_stopping
         self.engine = engine
         self.jit_compile = jit_compile
-        self.history = {}
-        self.model_: keras.Model | None = None
-        self.initial_kernels_: dict[str, np.ndarray] = {}
+        self.normalize = normalize
 
     # ----------------------------------------------------------------- building
-    @property
-    def n_outputs(self) -> int:
-        return self.n_classes if self.task == "multiclass" else 1
-
     def build(self, x: np.ndarray) -> keras.Model:
-        """The compiled network for inputs like ``x`` (which a Normalization layer adapts to)."""
+        """The compiled network for inputs like ``x`` (which a Normalization layer
+        adapts to), for the data ``fit`` was told about."""
+        spec = self.spec_
         layers: list[keras.layers.Layer] = [keras.Input(shape=(x.shape[1],))]
-        if self.input_scaling is not None:
-            layers.append(fixed_normalization(self.input_scaling))
+        if spec.scaling is not None:
+            layers.append(fixed_normalization(spec.scaling))
         if self.normalize:
             normalization = keras.layers.Normalization()
-            normalization.adapt(x if self.input_scaling is None else self.input_scaling.apply(x))
+            normalization.adapt(x if spec.scaling is None else spec.scaling.apply(x))
             layers.append(normalization)
         for units in self.hidden_units:
             layers.append(self._dense(units, self.activation))
             if self.dropout_rate > 0:
                 layers.append(keras.layers.Dropout(self.dropout_rate))
-        layers.append(self._dense(self.n_outputs, self.output_activation))
+        n_outputs = spec.n_classes if spec.task == "multiclass" else 1
+        layers.append(self._dense(n_outputs, self.output_activation_))
         model = keras.Sequential(layers, name="mlp")
-        model.compile(optimizer=self.optimizer(), loss=self.loss_name, metrics=[self._metric()])
+        optimizer = self.optimizer() if self.optimizer is not None else keras.optimizers.Adam()
+        model.compile(optimizer=optimizer, loss=self.loss_, metrics=[self._metric()])
         return model
 
     def _dense(self, units: int, activation: str) -> keras.layers.Dense:
+        initializer = self.kernel_initializer() if self.kernel_initializer is not None else "glorot_uniform"
         return keras.layers.Dense(
             units,
             activation=activation,
-            kernel_initializer=self.kernel_initializer(),
+            kernel_initializer=initializer,
             kernel_regularizer=self.kernel_regularizer,
         )
 
     def _metric(self) -> keras.metrics.Metric:
-        if self.task == "regression":
+        if self.task_ == "regression":
             return keras.metrics.MeanAbsoluteError(name="mae")
-        if self.task == "binary":
+        if self.task_ == "binary":
             return keras.metrics.BinaryAccuracy(name="accuracy")
-        if self.loss_name == "sparse_categorical_crossentropy":
+        if self.loss_ == "sparse_categorical_crossentropy":
             return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         return keras.metrics.CategoricalAccuracy(name="accuracy")
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         """Labels in the form the loss expects (one-hot for dense multi-class losses)."""
-        if self.task == "multiclass" and self.loss_name != "sparse_categorical_crossentropy":
-            return keras.utils.to_categorical(y, self.n_classes).astype(np.float32)
-        if self.task == "multiclass":
+        if self.task_ == "multiclass" and self.loss_ != "sparse_categorical_crossentropy":
+            return keras.utils.to_categorical(y, self.spec_.n_classes).astype(np.float32)
+        if self.task_ == "multiclass":
             return y
         return y.astype(np.float32).reshape(-1, 1)
 
@@ -159,13 +166,19 @@ class KerasMLP(Estimator):
         x: np.ndarray,
         y: np.ndarray,
         *,
+        spec: DataSpec | None = None,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         listeners: Sequence[EpochListener] = (),
     ) -> KerasMLP:
+        from src.schema import resolve_loss
+
+        spec = self._start_fit(y, spec)
+        self.loss_ = resolve_loss(self.loss, spec.task)
+        self.output_activation_ = self.output_activation or default_output_activation(spec.task)
         self.model_ = self.build(x)
         self.initial_kernels_ = self._hidden_kernels()
         callbacks: list[keras.callbacks.Callback] = [_ListenerBridge(listeners)]
-        early_stopping = self.early_stopping.get("enabled")
+        early_stopping = (self.early_stopping or {}).get("enabled")
         if early_stopping:
             callbacks.insert(0, self._early_stopping(validation_data is not None))
         targets = self._targets(y)
@@ -207,7 +220,7 @@ class KerasMLP(Estimator):
                 callbacks=callbacks,
                 verbose=self.verbose,
             ).history
-        self.history = {k: [float(v) for v in values] for k, values in history.items()}
+        self.history_ = {k: [float(v) for v in values] for k, values in history.items()}
         return self
 
     def resolved_engine(self, x: np.ndarray) -> str:
@@ -224,7 +237,7 @@ class KerasMLP(Estimator):
         return self.dropout_rate == 0 and steps >= XLA_MIN_STEPS
 
     def _early_stopping(self, has_validation: bool) -> keras.callbacks.EarlyStopping:
-        settings = self.early_stopping
+        settings = self.early_stopping or {}
         monitor = settings.get("monitor") or ("val_loss" if has_validation else "loss")
         return keras.callbacks.EarlyStopping(
             monitor=monitor,
@@ -235,7 +248,7 @@ class KerasMLP(Estimator):
 
     # ---------------------------------------------------------------- inference
     def _fitted(self) -> keras.Model:
-        if self.model_ is None:
+        if getattr(self, "model_", None) is None:
             raise RuntimeError("KerasMLP is not fitted yet; call fit first")
         return self.model_
 
@@ -251,22 +264,22 @@ class KerasMLP(Estimator):
         )
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray | None:
-        if self.task == "regression":
+        if self.task_ == "regression":
             return None
         output = self.serving_output(x)
-        if self.task == "binary":
+        if self.task_ == "binary":
             return np.hstack([1 - output, output])
         return output
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         output = self.serving_output(x)
-        if self.task == "regression":
+        if self.task_ == "regression":
             return output.ravel()
-        if self.task == "binary":
+        if self.task_ == "binary":
             return (output.ravel() >= 0.5).astype(np.int64)
         return output.argmax(axis=1)
 
-    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+    def evaluate_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         # As `evaluate` computes it (compiled loss plus regularization), without
         # tracing a test function for every new model.
         model = self._fitted()
@@ -307,7 +320,7 @@ class KerasMLP(Estimator):
         return {layer.name: keras.ops.convert_to_numpy(layer.kernel) for layer in dense[:-1]}
 
     def weight_snapshots(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        end = self._hidden_kernels() if self.model_ is not None else {}
+        end = self._hidden_kernels() if getattr(self, "model_", None) is not None else {}
         return {name: (self.initial_kernels_[name], end[name]) for name in end if name in self.initial_kernels_}
 
 

@@ -16,7 +16,7 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from src.config import CONF_DIR, Composer
+from src.config import Composer
 from src.sweeps.definition import SweepSpec
 from src.sweeps.trial import EPOCHS_ATTR
 from src.results import format_table
@@ -87,17 +87,19 @@ def top_trials_table(study: optuna.Study, spec: SweepSpec, limit: int = 5) -> st
 
 
 def write_best_config(study_best: FrozenTrial, spec: SweepSpec, directory: Path) -> Path:
-    """Writes the best trial's full config where ``src.train`` can run it as it is."""
+    """Writes the best trial's config where ``src.train`` can run it as it is.
+
+    It composes ``conf/config.yaml`` with the trial's group choices and values, so
+    ``optimizer=sgd`` or any other override still works on it."""
     with Composer() as composer:
-        cfg = composer.compose(spec.trial_overrides(study_best.params))
-    hydra_settings = OmegaConf.load(CONF_DIR / "config.yaml").hydra
-    text = OmegaConf.to_yaml(cfg) + OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_settings}))
+        config = composer.primary_config(spec.trial_overrides(study_best.params))
     value = ", ".join(f"{o.metric}={v:.6g}" for o, v in zip(spec.objectives, study_best.values))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "best_config.yaml"
     path.write_text(
         f"# Best trial #{study_best.number} of sweep {spec.study_name}: {value}\n"
-        f"# Run it: {train_command(path)}\n" + text
+        f"# Run it: {train_command(path)} [key=value ...]\n"
+        + OmegaConf.to_yaml(OmegaConf.create(config))
     )
     return path
 
