@@ -116,7 +116,7 @@ def _open(options: SweepOptions, spec: SweepSpec, base_cfg: DictConfig, plain: d
     import optuna
 
     from src import tracking
-    from src.sweeps.storage import describe
+    from src.sweeps.storage import describe, recovers_by_heartbeat
     from src.sweeps.workers import open_study, recover_orphans
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -128,14 +128,15 @@ def _open(options: SweepOptions, spec: SweepSpec, base_cfg: DictConfig, plain: d
             f"study {spec.study_name} in {describe(options.storage, spec.study_name)} optimizes "
             f"{[d.name.lower() for d in study.directions]}, not {spec.directions}; use another study_name"
         )
-    return OpenedSweep(spec, base_cfg, plain, study, created, experiment, recover_orphans(study))
+    recovered = recover_orphans(study, recovers_by_heartbeat(options.storage))
+    return OpenedSweep(spec, base_cfg, plain, study, created, experiment, recovered)
 
 
 def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> SweepSummary:
     """Opens the sweep's MLflow run, trains the baselines, hands the workers their
     jobs, watches them, and summarizes."""
     from src import tracking
-    from src.sweeps.storage import describe
+    from src.sweeps.storage import describe, recovers_by_heartbeat
     from src.sweeps.study import counted_trials
     from src.results import comparison_table
     from src.sweeps.summary import (
@@ -197,7 +198,7 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
             stopped = isinstance(exc, KeyboardInterrupt)
             interrupt_workers(workers, study, "interrupted (Ctrl-C)" if stopped else "the sweep stopped: " + str(exc))
             raise
-        run_workers(workers, study, progress.update)
+        run_workers(workers, study, progress.update, by_heartbeat=recovers_by_heartbeat(options.storage))
 
         summary = summarize(study, spec, epochs)
         if summary.best:

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from src.errors import ConfigError
 from src.sweeps.spec import load_spec
-from src.sweeps.storage import HEARTBEAT_ATTR, journal_path, open_storage
+from src.sweeps.storage import journal_path, open_storage
 from src.sweeps.study import counted_trials
 from src.sweeps.trial import RUN_ID_ATTR
 from tests.conftest import ROOT, run_cli
@@ -277,19 +277,29 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, client):
 
 
 def test_stale_heartbeat_fails_the_trial_and_retries_it(tmp_path):
+    # The heartbeat is an RDB study's recovery (machines cannot see each other's processes).
     stale = []
     storage = open_storage(
-        str(tmp_path / "study.journal"), "hb", heartbeat_interval=1, heartbeat_grace=2,
+        f"sqlite:///{tmp_path / 'study.db'}", "hb", heartbeat_interval=1, heartbeat_grace=1,
         on_stale=lambda study, trial: stale.append(trial.number),
     )
     study = optuna.create_study(study_name="hb", storage=storage)
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time() - 60)
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.5)  # past the grace period, with no beat since
     optuna.storages.fail_stale_trials(study)
     assert study.trials[0].state == TrialState.FAIL
     assert stale == [0]
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
     assert waiting and waiting[0].params == study.trials[0].params
+
+
+def test_one_recovery_per_storage_kind():
+    from src.sweeps.storage import recovers_by_heartbeat
+
+    # a journal's workers are processes on this machine; an RDB study's may be anywhere
+    assert not recovers_by_heartbeat("mlruns/optuna/x.journal") and not recovers_by_heartbeat(None)
+    assert recovers_by_heartbeat("postgresql://u@host/db") and recovers_by_heartbeat("sqlite:///x.db")
 
 
 def test_multi_objective_sweep_gives_a_pareto_front(tmp_path, client):

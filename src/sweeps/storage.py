@@ -1,10 +1,17 @@
 """Where a study lives: a local journal file by default, any Optuna RDB URL to share.
 
 SQLite is unsafe with parallel writers, so the local default is Optuna's
-``JournalFileBackend`` under ``mlruns/optuna/``. Both storages get Optuna's
-heartbeat: a trial whose worker died (SIGKILL, power loss) is failed once its
-heartbeat is stale, and :class:`optuna.storages.RetryFailedTrialCallback` queues it
-again, so rerunning the sweep finishes the study.
+``JournalFileBackend`` under ``mlruns/optuna/``.
+
+A trial whose worker died (SIGKILL, power loss) is failed and queued again with
+the same params, by one mechanism per storage kind:
+
+- a journal is local, so each of its workers is a process on this machine: the
+  trial is recovered when its worker's process is seen gone (by the sweep command
+  that started it, or by the next one; :func:`recovers_by_heartbeat` is False);
+- an RDB study is shared by machines, which cannot see each other's processes:
+  Optuna's own heartbeat (public ``RDBStorage`` API) fails a trial whose beat is
+  older than the grace period and passes it to ``RetryFailedTrialCallback``.
 """
 
 from __future__ import annotations
@@ -17,16 +24,14 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from src.errors import MlplabError, first_line
 from src.locks import creation_lock
 from src.tracking import redact, redact_text
 
 LOCAL_DIR = Path("mlruns") / "optuna"
-HEARTBEAT_ATTR = "heartbeat"
 SCHEMA_ATTEMPTS = 5
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -34,47 +39,6 @@ StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 class StorageError(MlplabError):
     """The study storage cannot be opened."""
-
-
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
-    """A journal storage with Optuna's heartbeat protocol.
-
-    Each running trial writes its time into a system attribute every ``interval``
-    seconds; ``study.optimize`` fails trials whose last beat is older than
-    ``grace`` seconds and passes them to ``stale_callback``.
-    """
-
-    def __init__(
-        self,
-        backend: JournalFileBackend,
-        interval: int,
-        grace: int,
-        stale_callback: StaleCallback | None,
-    ) -> None:
-        super().__init__(backend)
-        self._interval = interval
-        self._grace = grace
-        self._stale_callback = stale_callback
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        now = time.time()
-        stale = []
-        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            beat = trial.system_attrs.get(HEARTBEAT_ATTR)
-            if beat is None and trial.datetime_start is not None:
-                beat = trial.datetime_start.timestamp()
-            if beat is not None and now - beat > self._grace:
-                stale.append(trial._trial_id)
-        return stale
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self._interval
-
-    def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
-        return self._stale_callback
 
 
 def open_storage(
@@ -88,8 +52,10 @@ def open_storage(
     """The study's storage: ``url`` (an Optuna RDB URL or a journal file path) or
     the local journal ``mlruns/optuna/<study_name>.journal``.
 
-    A trial found stale is passed to ``on_stale`` (to close its MLflow run), then
-    retried.
+    An RDB storage beats every ``heartbeat_interval`` seconds; a trial whose beat
+    is older than ``heartbeat_grace`` is passed to ``on_stale`` (to close its MLflow
+    run), then retried. A journal's trials are recovered by their workers' process
+    ids instead (see the module's docstring).
     """
     retry = retry_callback()
 
@@ -102,7 +68,7 @@ def open_storage(
     if path is not None:
         with creation_lock(path):
             backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-        return HeartbeatJournalStorage(backend, heartbeat_interval, heartbeat_grace, stale)
+        return JournalStorage(backend)
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             with warnings.catch_warnings():
@@ -144,6 +110,13 @@ def _engine_options(url: str) -> dict | None:
     if url.startswith("postgresql"):
         options["connect_args"] = {"connect_timeout": 10}
     return options
+
+
+def recovers_by_heartbeat(url: str | None) -> bool:
+    """Whether dead workers' trials in the storage at ``url`` are recovered by Optuna's
+    heartbeat (an RDB study, shared by machines) rather than by their process ids (a
+    journal)."""
+    return journal_path(url, "") is None
 
 
 def retry_callback() -> StaleCallback:

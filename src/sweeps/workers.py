@@ -179,9 +179,12 @@ def run_workers(
     study: optuna.Study,
     on_progress: Callable[[], None],
     poll_seconds: float = 1.0,
+    *,
+    by_heartbeat: bool = False,
 ) -> None:
     """Watches the workers until they end, reports progress while they run, and
-    fails (and re-queues) the trial of any worker that dies.
+    reports any worker that dies. Its trial is failed and queued again here, or,
+    ``by_heartbeat`` (an RDB study), by Optuna's heartbeat after the grace period.
 
     On Ctrl-C the workers are interrupted too, their trials end as failed and
     their MLflow runs as KILLED; then KeyboardInterrupt is raised again.
@@ -195,7 +198,7 @@ def run_workers(
                 process = worker.process
                 if not process.is_alive() and process.exitcode and process.pid not in reported:
                     reported.add(process.pid)
-                    _worker_died(study, index, worker)
+                    _worker_died(study, index, worker, by_heartbeat)
     except KeyboardInterrupt:
         interrupt_workers(workers, study)
         raise
@@ -225,15 +228,18 @@ def stop_workers(processes: list[multiprocessing.process.BaseProcess]) -> None:
             process.join(5)
 
 
-def _worker_died(study: optuna.Study, index: int, worker: Worker) -> None:
+def _worker_died(study: optuna.Study, index: int, worker: Worker, by_heartbeat: bool) -> None:
     code = worker.process.exitcode
     how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
     where = f"; see {worker.log_path}" if worker.log_path else ""
     reason = _error_line(worker.log_path)
     if reason:
         how += f" ({reason})"
-    failed = fail_trials_of(study, worker.process.pid, f"worker {how}", retry=True)
-    requeued = f"; trial {', '.join(map(str, failed))} failed and queued again" if failed else ""
+    if by_heartbeat:
+        requeued = "; its running trial is queued again once its heartbeat is stale"
+    else:
+        failed = fail_trials_of(study, worker.process.pid, f"worker {how}", retry=True)
+        requeued = f"; trial {', '.join(map(str, failed))} failed and queued again" if failed else ""
     log.warning("worker %d %s%s%s", index, how, requeued, where)
 
 
@@ -274,11 +280,14 @@ def fail_trials_of(
     return failed
 
 
-def recover_orphans(study: optuna.Study) -> list[int]:
+def recover_orphans(study: optuna.Study, by_heartbeat: bool = False) -> list[int]:
     """Fails and re-queues running trials whose worker on this host is gone
-    (killed with SIGKILL in an earlier run of the sweep)."""
+    (killed with SIGKILL in an earlier run of the sweep); none when ``by_heartbeat``
+    (an RDB study, whose dead trials Optuna's heartbeat recovers)."""
     from src.sweeps.trial import worker_of
 
+    if by_heartbeat:
+        return []
     host = socket.gethostname()
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
