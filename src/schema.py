@@ -37,6 +37,7 @@ Probability = Annotated[Float, Ge(0), Lt(1)]
 PositiveInt = Annotated[int, Gt(0)]
 Seed = Annotated[int, Ge(0)]
 Text = Annotated[str, Field(pattern=r"\S")]
+Resample = Literal[RESAMPLE_METHODS]  # type: ignore[valid-type]
 
 ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "selu")
 Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
@@ -92,7 +93,7 @@ class Splits(Node):
     val_size: Probability = None
     standardize: bool = None
     random_state: Seed = None
-    resample: Literal[RESAMPLE_METHODS] = None  # type: ignore[valid-type]
+    resample: Resample = None
 
     @model_validator(mode="after")
     def _leaves_training_data(self) -> Splits:
@@ -107,7 +108,7 @@ class Splits(Node):
 class Xor(Node):
     target_: Literal["src.data.toy.load_xor"] = target()
     name: Text
-    resample: Literal[RESAMPLE_METHODS] = None  # type: ignore[valid-type]
+    resample: Resample = None
 
 
 class BundledTable(Splits):
@@ -118,7 +119,7 @@ class IrisSetosa2d(Node):
     target_: Literal["src.data.toy.load_iris_setosa_2d"] = target()
     name: Text
     standardize: bool = None
-    resample: Literal[RESAMPLE_METHODS] = None  # type: ignore[valid-type]
+    resample: Resample = None
 
 
 class Images(Node):
@@ -130,7 +131,7 @@ class Images(Node):
     train_limit: PositiveInt | None = None
     test_limit: PositiveInt | None = None
     random_state: Seed = None
-    resample: Literal[RESAMPLE_METHODS] = None  # type: ignore[valid-type]
+    resample: Resample = None
 
 
 class AutoMpg(Splits):

@@ -261,8 +261,7 @@ def load_dataset(data_cfg: Mapping[str, Any]) -> Dataset:
 
 
 def instantiate_node(path: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` of the config node at ``path``, None for a node
-    without a ``_target_``.
+    """``hydra.utils.instantiate`` of the config node at ``path``.
 
     Hydra wraps whatever the target raises in its own exception, whose text is a
     paragraph; the user gets the one line instead: a mlplab error as it is, any
@@ -271,8 +270,6 @@ def instantiate_node(path: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    if node.get("_target_") is None:
-        return None
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
