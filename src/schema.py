@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from src.data.resample import METHODS as RESAMPLE_METHODS
 from src.errors import ConfigError
@@ -38,6 +39,19 @@ PositiveInt = Annotated[int, Gt(0)]
 Seed = Annotated[int, Ge(0)]
 Text = Annotated[str, Field(pattern=r"\S")]
 Resample = Literal[RESAMPLE_METHODS]  # type: ignore[valid-type]
+
+
+def choice(*options: Any) -> Any:
+    """One of ``options``, of the option's own type: a Literal alone takes ``true``
+    for ``1`` (they compare equal, and it returns the option, not the input), which
+    a mixed choice such as ``0, 1, 2`` or ``auto, true, false`` must refuse."""
+
+    def same_type(value: Any) -> Any:
+        if not any(value == option and type(value) is type(option) for option in options):
+            raise PydanticCustomError("choice_type", "not one of the choices")
+        return value
+
+    return Annotated[Literal[options], BeforeValidator(same_type)]  # type: ignore[valid-type]
 
 ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "selu")
 Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
@@ -259,9 +273,9 @@ class Trainer(Node):
     batch_size: PositiveInt | None = None
     loss: Loss | None = None
     shuffle: bool = None
-    verbose: Literal[0, 1, 2] = None
+    verbose: choice(0, 1, 2) = None  # type: ignore[valid-type]
     engine: Literal["auto", "fit", "compiled"] = None
-    jit_compile: Literal["auto", True, False] = None
+    jit_compile: choice("auto", True, False) = None  # type: ignore[valid-type]
     divergence_factor: Annotated[Float, Gt(1)] | None = None
     divergence_threshold: Positive | None = None
     early_stopping: EarlyStopping = None

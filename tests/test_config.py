@@ -157,6 +157,9 @@ BAD_INPUTS = [
     (["model.activation=relux"], "model.activation='relux'", "leaky_relu"),
     (["model.output_activation=foo"], "model.output_activation='foo'", "softmax"),
     (["seed=[1"], "seed=[1", "cannot parse"),
+    # a choice of mixed types is matched with its type: true is not 1
+    (["trainer.verbose=true"], "trainer.verbose=True", "one of 0, 1, 2"),
+    (["trainer.jit_compile=1"], "trainer.jit_compile=1", "one of auto, True, False"),
 ]
 
 
