@@ -337,18 +337,16 @@ def build_models(
 
 
 def network_params(plain: Mapping[str, Any], loss: str | None = None) -> dict[str, Any]:
-    """The network's child-run params: its own model settings and the groups wired
-    into it, each under its group's name (``optimizer.learning_rate``), once."""
+    """The network's child-run params: its own model settings, and each value wired
+    into it under the name it is set by (``optimizer.learning_rate``, ``trainer.epochs``).
+
+    The loop's own settings (the divergence limits) are the parent run's params."""
     from src.tracking import flatten
 
     model = plain["model"]
-    own = {key: value for key, value in model.items() if key not in wired_keys(model["_target_"])}
-    if main_model_name(plain) == NUMPY_MODEL:
-        sections = {"model": own, "optimizer": {"learning_rate": plain["optimizer"]["learning_rate"]},
-                    "trainer": {k: plain["trainer"][k] for k in ("epochs", "batch_size")}}
-        return {**flatten(sections), "loss": loss}
-    groups = ("optimizer", "init", "regularizer", "dropout", "trainer")
-    return {**flatten({"model": own, **{group: plain[group] for group in groups}}), "loss": loss}
+    wired = wired_keys(model["_target_"])
+    own = {key: value for key, value in model.items() if key not in wired}
+    return {**flatten({"model": own, **{source: model[key] for key, source in wired.items()}}), "loss": loss}
 
 
 def plots_enabled(plain: Mapping[str, Any]) -> bool:
