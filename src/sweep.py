@@ -106,7 +106,7 @@ def sweep(options: SweepOptions) -> SweepSummary:
     try:
         return _run(options, _open(options, spec, base_cfg, plain), workers)
     except BaseException:
-        stop_workers([w.process for w in workers])  # those still waiting for a job, if any
+        stop_workers(workers)  # those still waiting for a job, if any
         raise
 
 

@@ -54,6 +54,7 @@ class Worker:
     process: multiprocessing.process.BaseProcess
     connection: Connection
     log_path: Path | None
+    has_job: bool = False
 
 
 def open_study(
@@ -172,6 +173,7 @@ def send_jobs(workers: list[Worker], jobs: list[WorkerJob]) -> None:
     for worker, job in zip(workers, jobs, strict=True):
         worker.connection.send(job)
         worker.connection.close()
+        worker.has_job = True
 
 
 def run_workers(
@@ -208,20 +210,22 @@ def run_workers(
 
 def interrupt_workers(workers: list[Worker], study: optuna.Study, reason: str = "interrupted (Ctrl-C)") -> None:
     """Stops the workers; trials they leave running end failed, their MLflow runs KILLED."""
-    processes = [w.process for w in workers]
-    stop_workers(processes)
-    for process in processes:
+    stop_workers(workers)
+    for process in (w.process for w in workers):
         fail_trials_of(study, process.pid, reason, retry=False, status="KILLED")
 
 
-def stop_workers(processes: list[multiprocessing.process.BaseProcess]) -> None:
-    """Interrupts the workers (SIGINT, so their trials and runs are closed) and waits for them."""
-    for process in processes:
-        if process.is_alive():
+def stop_workers(workers: list[Worker]) -> None:
+    """Stops the workers. One with a job is interrupted (SIGINT, so its trial and
+    run are closed) and waited for; one still importing or waiting for its job has
+    nothing to close and is killed at once (a SIGINT that lands inside TensorFlow's
+    import can leave it hanging at exit)."""
+    for worker in workers:
+        if worker.process.is_alive():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGINT)
+                os.kill(worker.process.pid, signal.SIGINT if worker.has_job else signal.SIGKILL)
     deadline = time.time() + 60
-    for process in processes:
+    for process in (w.process for w in workers):
         process.join(max(0.1, deadline - time.time()))
         if process.is_alive():
             process.terminate()
