@@ -2,7 +2,15 @@
 
 The store is opened once per process; runs are started through :func:`run`, which
 ends them FINISHED, FAILED (with a ``failure_reason`` tag) or KILLED, never leaves
-them RUNNING. Per-epoch metrics are buffered and written with ``log_batch``.
+them RUNNING.
+
+One API style: MLflow's fluent API, on the run this process has active. A run is
+written only while it is the active run, the way MLflow's flavors (``log_model``)
+and ``log_input`` need it, so every write of a run goes the same way. The one
+exception is :class:`EpochMetricLogger`: the fluent API logs one step per call, so
+per-epoch metrics are buffered and written many steps per ``MlflowClient.log_batch``.
+Reading runs, and closing runs that a dead process left open, use ``MlflowClient``
+(``src.sweeps``, ``src.report``, ``src.predict``).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -122,11 +130,11 @@ def connect(uri: str) -> None:
     db_path = sqlite_path(uri)
     try:
         if db_path is None:
-            MlflowClient().search_experiments(max_results=1)
+            mlflow.search_experiments(max_results=1)
         else:
             with creation_lock(db_path):
                 try:
-                    MlflowClient().search_experiments(max_results=1)
+                    mlflow.search_experiments(max_results=1)
                 except Exception:
                     broken = broken_store_reason(db_path)
                     if broken:
@@ -175,8 +183,7 @@ def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> 
     beside the database file unless ``artifact_location`` says otherwise; a
     tracking server chooses for itself.
     """
-    client = MlflowClient()
-    found = client.get_experiment_by_name(name)
+    found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     db_path = sqlite_path(uri)
@@ -186,10 +193,10 @@ def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> 
     if artifact_location is not None and "://" not in artifact_location:
         artifact_location = Path(artifact_location).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return mlflow.create_experiment(name, artifact_location=artifact_location)
     except MlflowException:
         # Another process created it between our lookup and create.
-        found = client.get_experiment_by_name(name)
+        found = mlflow.get_experiment_by_name(name)
         if found is None:
             raise
         return found.experiment_id
@@ -204,31 +211,31 @@ def open_experiment(name: str, settings: Mapping[str, Any]) -> str:
 
 # ------------------------------------------------------------------------- runs
 class TrackedRun:
-    """Logging calls for one MLflow run."""
+    """Logging calls for one MLflow run, which must be the active run while it is
+    written (:func:`run` makes it so; a nested run's parent is active again once
+    the child has ended)."""
 
     def __init__(self, run_id: str, run_name: str = "") -> None:
         self.run_id = run_id
         self.run_name = run_name
-        self.client = MlflowClient()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        entries = [Param(k, _param_value(v)) for k, v in params.items()]
+        entries = [(k, _param_value(v)) for k, v in params.items()]
         for start in range(0, len(entries), _MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=entries[start : start + _MAX_PARAMS_PER_BATCH])
+            mlflow.log_params(dict(entries[start : start + _MAX_PARAMS_PER_BATCH]), run_id=self._active())
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        timestamp = int(time.time() * 1000)
-        entries = [Metric(k, float(v), timestamp, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=entries)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step or 0, run_id=self._active())
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._active()
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        mlflow.log_text(text, artifact_file, run_id=self._active())
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        mlflow.log_artifact(str(path), artifact_path, run_id=self._active())
 
     def log_figures(self, figures: Mapping[str, Callable[[], Any]], folder: str = "plots") -> list[str]:
         """Draws each figure and logs it as ``<folder>/<name>`` (PNG at 100 dpi).
@@ -236,13 +243,14 @@ class TrackedRun:
         A figure that cannot be drawn or stored is skipped with a warning: a
         picture is never worth failing a run. Returns the artifact paths logged.
         """
+        self._active()
         logged = []
         for name, draw in figures.items():
             artifact = f"{folder}/{name}"
             figure = None
             try:
                 figure = draw()
-                self.client.log_figure(self.run_id, figure, artifact, save_kwargs={"dpi": 100, "bbox_inches": "tight"})
+                mlflow.log_figure(figure, artifact, save_kwargs={"dpi": 100, "bbox_inches": "tight"})
             except Exception as exc:
                 log.warning("plot %s skipped: %s", artifact, first_line(exc))
             else:
@@ -255,19 +263,22 @@ class TrackedRun:
         """A per-epoch metric logger for this run. Batches go out every 5 s (what a
         user watching the UI needs) or 1000 epochs (to bound the buffer), not every
         N epochs of a fast training, whose last batch is best written after it."""
-        return EpochMetricLogger(self.client, self.run_id, flush_every, flush_seconds)
+        return EpochMetricLogger(self.run_id, flush_every, flush_seconds)
 
     def log_model(self, model: LoggableModel, example: Any) -> None:
         """Logs a fitted model into this run, with its signature and input example
-        (``example``: raw input rows).
+        (``example``: raw input rows). Each model family knows its MLflow flavor
+        (``model.log_model``)."""
+        self._active()
+        model.log_model(example)
 
-        Each model family knows its MLflow flavor (``model.log_model``); MLflow's
-        flavors log into the active run, which this run must be.
-        """
+    def _active(self) -> str:
+        """This run's id, once it is checked to be the active run (the fluent calls
+        without a ``run_id`` write there)."""
         active = mlflow.active_run()
         if active is None or active.info.run_id != self.run_id:
-            raise RuntimeError("log_model needs its run to be the active MLflow run")
-        model.log_model(example)
+            raise RuntimeError(f"run {self.run_id} is written while it is not the active MLflow run")
+        return self.run_id
 
 
 class LoggableModel(Protocol):
@@ -321,12 +332,12 @@ def run(
     except KeyboardInterrupt:
         status = RunStatus.KILLED
         with contextlib.suppress(Exception):
-            MlflowClient().set_tag(active.info.run_id, FAILURE_TAG, "interrupted (Ctrl-C)")
+            mlflow.set_tag(FAILURE_TAG, "interrupted (Ctrl-C)")
         raise
     except BaseException as exc:
         status = RunStatus.FAILED
         with contextlib.suppress(Exception):
-            MlflowClient().set_tag(active.info.run_id, FAILURE_TAG, first_line(exc))
+            mlflow.set_tag(FAILURE_TAG, first_line(exc))
         raise
     finally:
         if in_flight:
@@ -389,10 +400,8 @@ class EpochMetricLogger(EpochListener):
     which took about 0.4 s per run, more than a whole XOR training.
     """
 
-    def __init__(
-        self, client: MlflowClient, run_id: str, flush_every: int, flush_seconds: float
-    ) -> None:
-        self.client = client
+    def __init__(self, run_id: str, flush_every: int, flush_seconds: float) -> None:
+        self.client = MlflowClient()
         self.run_id = run_id
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds

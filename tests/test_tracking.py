@@ -111,7 +111,8 @@ def test_epoch_metrics_are_written_in_batches():
 
     main = threading.current_thread()
     fake = CountingClient()
-    logger = tracking.EpochMetricLogger(fake, "run", flush_every=100, flush_seconds=3600)
+    logger = tracking.EpochMetricLogger("run", flush_every=100, flush_seconds=3600)
+    logger.client = fake
     for epoch in range(1, 251):
         logger.on_epoch_end(epoch, {"loss": 1.0 / epoch, "accuracy": 0.5})
     logger.on_train_end()
@@ -144,6 +145,23 @@ def test_interrupted_run_ends_killed(client, tracking_uri):
     with pytest.raises(KeyboardInterrupt), tracking.run("parent", experiment=experiment) as parent:
         raise KeyboardInterrupt
     assert client.get_run(parent.run_id).info.status == "KILLED"
+
+
+def test_a_run_is_written_only_while_it_is_the_active_run(client, tracking_uri):
+    tracking.connect(tracking_uri)
+    experiment = tracking.experiment_id("active_only", tracking_uri)
+    with tracking.run("parent", experiment=experiment) as parent:
+        with tracking.run("child", experiment=experiment, parent_run_id=parent.run_id) as child:
+            child.set_tags({"who": "child"})
+            with pytest.raises(RuntimeError, match="not the active MLflow run"):
+                parent.set_tags({"who": "parent"})  # would land on the child
+        parent.set_tags({"who": "parent"})
+        parent.log_metrics({"score": 0.5}, step=3)
+    assert client.get_run(child.run_id).data.tags["who"] == "child"
+    written = client.get_run(parent.run_id)
+    assert written.data.tags["who"] == "parent"
+    assert [(m.value, m.step) for m in client.get_metric_history(parent.run_id, "score")] == [(0.5, 3)]
+    assert written.info.status == "FINISHED"  # the refused write failed only itself
 
 
 def test_redaction_hides_passwords():
