@@ -12,7 +12,9 @@ config override applied to every trial. Every trial goes through
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -99,9 +101,13 @@ def sweep(options: SweepOptions) -> SweepSummary:
 
     # Workers start first: their TensorFlow import (several seconds) overlaps the
     # parent's set-up and baselines. Until they get a job they can simply be stopped.
-    log_dir = None if options.verbose else OUTPUT_DIR / spec.study_name
+    # Each command's workers log to files of their own: several commands may share
+    # a machine and a study.
+    log_dir = None if options.verbose else OUTPUT_DIR / spec.study_name / "logs"
+    command = f"{socket.gethostname()}-{os.getpid()}"
     workers = start_workers(
-        options.workers, [None if log_dir is None else log_dir / f"worker-{i}.log" for i in range(options.workers)]
+        options.workers,
+        [None if log_dir is None else log_dir / f"{command}-worker-{i}.log" for i in range(options.workers)],
     )
     try:
         return _run(options, _open(options, spec, base_cfg, plain), workers)
@@ -142,7 +148,8 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
     from src.sweeps.summary import (
         OUTPUT_DIR, log_to_run, prepare_plots, summarize, top_trials_table, train_command, write_best_config,
     )
-    from src.sweeps.trial import RUN_ID_ATTR
+    from src.sweeps.study import StopWhenDone
+    from src.sweeps.trial_runs import RUN_ID_ATTR, Reconciler
     from src.sweeps.workers import WorkerJob, interrupt_workers, run_workers, send_jobs
     from src.training import run
 
@@ -162,15 +169,20 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
     waited = run_id is None and not opened.created
     if waited:
         run_id = _wait_for_sweep_run(study, spec.study_name)
-    # A tracking store that fails mid-sweep ends it with one line; the study keeps every result.
+    # A tracking store that fails mid-sweep ends it with one line; the study keeps every
+    # result, and MLflow is brought back in line with it once the store answers.
     with tracking.store_errors(), tracking.run(
         f"sweep-{spec.study_name}",
         experiment=experiment,
         run_id=run_id,
         tags={"optuna.study": spec.study_name, "sweep": spec.path.name, "kind": "sweep"},
+        reconciled=True,
     ) as parent:
         progress = _Progress(study, spec)
+        reconciler = Reconciler(study, experiment, parent.run_id, [o.metric for o in spec.objectives])
         try:
+            if run_id is not None and not waited:  # resuming: MLflow may lag behind the study
+                _say_reconciled(reconciler.now())
             if run_id is None:
                 study.set_user_attr(RUN_ID_ATTR, parent.run_id)
                 parent.log_params(
@@ -198,13 +210,26 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
             stopped = isinstance(exc, KeyboardInterrupt)
             interrupt_workers(workers, study, "interrupted (Ctrl-C)" if stopped else "the sweep stopped: " + str(exc))
             raise
-        run_workers(workers, study, progress.update, by_heartbeat=recovers_by_heartbeat(options.storage))
+
+        def watch() -> None:
+            if progress.update():  # a trial was lost to a tracking failure, here or elsewhere
+                reconciler.pending = True
+            _say_reconciled(reconciler.when_due())
+
+        run_workers(workers, study, watch, by_heartbeat=recovers_by_heartbeat(options.storage))
 
         summary = summarize(study, spec, epochs)
         if summary.best:
             pick = min(summary.best, key=lambda t: (-t.values[0] if spec.directions[0] == "maximize" else t.values[0]))
             summary.best_config = write_best_config(pick, spec, OUTPUT_DIR / spec.study_name)
-        log_to_run(parent, study, spec, summary)
+        try:
+            _say_reconciled(reconciler.now())
+            log_to_run(parent, study, spec, summary)
+        except tracking.TrackingError as exc:
+            raise tracking.TrackingError(
+                f"{exc}; finished trials are kept in the study: run the same command again once it answers"
+            ) from None
+    lost = next((w.stopped for w in workers if w.stopped is not None and w.stopped.tracking), None)
 
     print()
     print(f"Done: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed")
@@ -218,7 +243,17 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
     else:
         print("No trial completed; see the failed trials' reasons above.")
     print(f"MLflow run:  sweep-{spec.study_name} ({parent.run_id})")
+    if lost is not None and not StopWhenDone(spec.n_trials).done(study):
+        raise MlplabError(
+            f"a worker stopped when {lost.message}; the store answers again and MLflow agrees with the study: "
+            "run the same command again to finish the sweep"
+        )
     return summary
+
+
+def _say_reconciled(done: Any) -> None:
+    if done:
+        print(f"  MLflow brought in line with the study: {done.describe()}", flush=True)
 
 
 def _redacted(override: str) -> str:
@@ -236,7 +271,7 @@ def _wait_for_sweep_run(study: optuna.Study, study_name: str, timeout: float = 1
     Returns None if it does not appear within ``timeout`` seconds (that process
     died first): this one then opens the run.
     """
-    from src.sweeps.trial import RUN_ID_ATTR
+    from src.sweeps.trial_runs import RUN_ID_ATTR
 
     print(f"  waiting for the command that created study {study_name} to open its MLflow run ...", flush=True)
     deadline = time.monotonic() + timeout
@@ -264,24 +299,37 @@ class _Progress:
         self.study = study
         self.spec = spec
         self.finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        self.seen = {t.number for t in study.get_trials(deepcopy=False, states=self.finished)}
+        from src.sweeps.study import is_counted
 
-    def update(self) -> None:
-        from src.sweeps.study import counted_trials
+        finished = study.get_trials(deepcopy=False, states=self.finished)
+        self.seen = {t.number for t in finished}
+        self.position = sum(map(is_counted, finished))
+
+    def update(self) -> bool:
+        """Prints the trials finished since the last call; returns whether one of
+        them was lost to a tracking failure. The count only grows: it is taken from
+        one read of the study and advanced line by line."""
+        from src.sweeps.study import is_counted
         from src.sweeps.summary import counts_line, trial_line
+        from src.sweeps.trial_runs import LOST_TO_TRACKING_ATTR, retries
 
-        finished = self.study.get_trials(deepcopy=False, states=self.finished)
+        trials = self.study.get_trials(deepcopy=False)
+        finished = [t for t in trials if t.state in self.finished]
         new = [t for t in finished if t.number not in self.seen]
         if not new:
-            return
-        counted = {t.number for t in counted_trials(self.study)}
-        position = len(counted) - sum(t.number in counted for t in new)
+            return False
+        retried_as = retries(trials)
         shown = [t for t in finished if t.number in self.seen]
+        lost = False
         for trial in sorted(new, key=lambda t: t.datetime_complete or t.datetime_start):
             self.seen.add(trial.number)
             shown.append(trial)
-            position += trial.number in counted
-            print(trial_line(trial, position, self.spec.n_trials, [counts_line(shown, self.spec)]), flush=True)
+            self.position += is_counted(trial)
+            lost = lost or bool(trial.user_attrs.get(LOST_TO_TRACKING_ATTR))
+            line = trial_line(trial, self.position, self.spec.n_trials, [counts_line(shown, self.spec)],
+                              retried_as.get(trial.number))
+            print(line, flush=True)
+        return lost
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -290,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         sweep(parse_args(argv))
     except MlplabError as exc:
+        from src.tracking import TrackingError, give_up_on_store
+
+        if isinstance(exc, TrackingError):
+            give_up_on_store()
         sys.exit(report(exc))
     except KeyboardInterrupt:
         command = shlex.join(["python", "-m", "src.sweep", *argv])

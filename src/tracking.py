@@ -77,9 +77,32 @@ def store_errors(metrics: dict[str, float] | None = None) -> Iterator[None]:
         raise
     except (MlflowException, OSError) as exc:
         uri = mlflow.get_tracking_uri()
-        raise TrackingError(
-            f"the MLflow tracking store {redact(uri)} failed: {redact_text(first_line(exc), uri)}", metrics
-        ) from None
+        raise TrackingError(f"the MLflow tracking store {redact(uri)} failed: {failure(exc, uri)}", metrics) from None
+
+
+def give_up_on_store() -> None:
+    """For a process stopping because the store failed: the calls left on its way
+    out (MLflow ends its active run at exit) try once instead of waiting out the
+    HTTP retries again."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+
+
+def failure(exc: BaseException, uri: str) -> str:
+    """A failed store call in a few words (MLflow's own message for an HTTP
+    failure runs to ~400 characters): the OS's reason or the HTTP status, and
+    the API call; any password redacted."""
+    text = redact_text(first_line(exc), uri)
+    call = re.search(r"/api/2\.0/mlflow/([\w/-]+)", text)
+    where = f" ({call.group(1)})" if call else ""
+    for pattern, say in (
+        (r"\[Errno -?\d+\] ([^'\")\]]+)", "{0}"),
+        (r"[Rr]ead timed out", "no answer in time"),
+        (r"error code (\d+)", "HTTP {0}"),
+    ):
+        found = re.search(pattern, text)
+        if found:
+            return say.format(*found.groups()).strip() + where
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # ------------------------------------------------------------------------ the store
@@ -143,9 +166,7 @@ def connect(uri: str) -> None:
     except MlplabError:
         raise
     except Exception as exc:  # any driver or HTTP error means: not usable
-        raise TrackingError(
-            f"cannot open the MLflow tracking store {redact(uri)}: {redact_text(first_line(exc), uri)}"
-        ) from None
+        raise TrackingError(f"cannot open the MLflow tracking store {redact(uri)}: {failure(exc, uri)}") from None
     _connected_uri = uri
 
 
@@ -306,12 +327,17 @@ def run(
     tags: Mapping[str, Any] | None = None,
     description: str | None = None,
     finish_on: tuple[type[BaseException], ...] = (),
+    reconciled: bool = False,
 ) -> Iterator[TrackedRun]:
     """Starts (or with ``run_id``, resumes) an MLflow run that always ends.
 
     The run ends FINISHED when the block completes or raises one of ``finish_on``
     (an expected early stop, such as a pruned trial), KILLED on Ctrl-C, and FAILED
     on any other exception, with its message in the ``failure_reason`` tag.
+
+    A ``reconciled`` run (a sweep's, whose study holds its truth) is left as it is
+    when the tracking store fails under it: another call would only wait out the
+    HTTP retries again, and the sweep's next start closes it from the study.
     """
     active = mlflow.start_run(
         run_id=run_id,
@@ -322,25 +348,26 @@ def run(
         tags={k: str(v) for k, v in (tags or {}).items()},
         description=description,
     )
-    status = RunStatus.FINISHED
+    status: int | None = RunStatus.FINISHED
     in_flight = True  # an exception is leaving the block
     try:
         yield TrackedRun(active.info.run_id, active.info.run_name)
         in_flight = False
     except finish_on:
         raise
-    except KeyboardInterrupt:
-        status = RunStatus.KILLED
-        with contextlib.suppress(Exception):
-            mlflow.set_tag(FAILURE_TAG, "interrupted (Ctrl-C)")
-        raise
     except BaseException as exc:
-        status = RunStatus.FAILED
+        if reconciled and isinstance(exc, (TrackingError, MlflowException)):  # the store failed
+            status = None
+            raise
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        status = RunStatus.KILLED if interrupted else RunStatus.FAILED
         with contextlib.suppress(Exception):
-            mlflow.set_tag(FAILURE_TAG, first_line(exc))
+            mlflow.set_tag(FAILURE_TAG, "interrupted (Ctrl-C)" if interrupted else first_line(exc))
         raise
     finally:
-        if in_flight:
+        if status is None:
+            log.debug("run %s left for the study to close", active.info.run_id)
+        elif in_flight:
             # Keep the error on its way out (often the very store that cannot end the run).
             try:
                 mlflow.end_run(status=RunStatus.to_string(status))

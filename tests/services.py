@@ -86,8 +86,11 @@ class MlflowServer:
     uri: str
 
     @classmethod
-    def start(cls, backend_uri: str, artifacts: Path, log_path: Path, workers: int = 2) -> MlflowServer:
-        port = free_port()
+    def start(
+        cls, backend_uri: str, artifacts: Path, log_path: Path, workers: int = 2, port: int | None = None
+    ) -> MlflowServer:
+        """Starts the server (on ``port``, to start one again where it was) and waits until it answers."""
+        port = port or free_port()
         command = [*server_command(backend_uri, LOOPBACK, port, workers), "--artifacts-destination", str(artifacts)]
         process = start(command, log_path, LEAN_ENVIRONMENT)
         uri = f"http://{LOOPBACK}:{port}"

@@ -211,6 +211,75 @@ def test_tracking_server_going_away_keeps_the_results(servers, tmp_path):
     assert len(after) < 200
 
 
+def test_after_a_tracking_fault_mlflow_agrees_with_the_study_again(servers, tmp_path):
+    """The README's advice, followed: the tracking server stops mid-sweep, comes
+    back, and the same commands are run again."""
+    postgres, _ = servers
+    log = tmp_path / "mlflow.log"
+    server = MlflowServer.start(postgres.url("mlflow"), tmp_path / "artifacts", log, workers=1)
+    spec = sweep_file(tmp_path, pruner={"name": "none"})
+    args = [
+        f"storage={postgres.url('optuna')}", "study_name=fault", "n_trials=30", "tracking=server",
+        f"tracking.uri={server.uri}", "baselines=none", "trainer.epochs=100", "experiment_name=fault",
+    ]
+    machines = [start_sweep(spec, tmp_path / f"machine-{i}", *args) for i in range(2)]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if len([t for t in _trials_or_none(postgres, "fault") if t.state == TrialState.COMPLETE]) >= 6:
+            break
+    server.stop()
+    stopped = time.monotonic()
+    exits = {}
+    while len(exits) < len(machines) and time.monotonic() - stopped < 180:
+        exits.update({i: time.monotonic() - stopped for i, m in enumerate(machines) if m.poll() is not None})
+        time.sleep(0.1)
+    for machine in machines:
+        result = finish(machine, timeout=10)
+        assert result.returncode == 1, result.stderr
+        assert len(result.stderr_lines) == 1, result.stderr  # the error, once per command
+        line = result.stderr_lines[0]
+        assert line.startswith(f"mlplab: error: the MLflow tracking store {server.uri} failed: "), line
+        assert line.endswith("run the same command again once it answers"), line
+        assert len(line) < 250, line
+    assert max(exits.values()) < 45, exits  # the README says about 10 s; room for a loaded machine
+    fault = study_of(postgres, "fault").get_trials(deepcopy=False)
+    lost = [t for t in fault if t.state == TrialState.FAIL and t.user_attrs.get("tracking_failed")]
+
+    server = MlflowServer.start(postgres.url("mlflow"), tmp_path / "artifacts", log, workers=1,
+                                port=int(server.uri.rpartition(":")[2]))
+    try:
+        again = [start_sweep(spec, tmp_path / f"machine-{i}", *args) for i in range(2)]
+        results = [finish(m) for m in again]
+        for result in results:
+            assert result.returncode == 0, result.stderr
+        assert any("MLflow brought in line with the study" in r.stdout for r in results)
+        trials = study_of(postgres, "fault").get_trials(deepcopy=False)
+        runs = [r for r in runs_of(server, "fault") if r.info.run_name.startswith("trial-")]
+    finally:
+        server.stop()
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    names = [r.info.run_name for r in runs]
+    assert len(names) == len(set(names))  # no trial number has two runs
+    by_name = {r.info.run_name: r for r in runs}
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:
+            run = by_name[f"trial-{trial.number}"]
+            assert run.info.status == "FINISHED"
+            assert run.data.tags["optuna.state"] == "COMPLETE"
+            assert run.data.metrics["objective.train_loss"] == pytest.approx(trial.value)
+        elif trial.state == TrialState.FAIL:
+            assert by_name[f"trial-{trial.number}"].info.status in ("FAILED", "KILLED")
+    retried = {t.system_attrs.get("failed_trial"): t for t in trials}
+    for trial in lost:  # every param set lost to the fault was run again
+        retry = retried[trial.number]
+        assert retry.params == trial.params and retry.state == TrialState.COMPLETE
+    print(f"\nrecovery: {len(trials)} trials, {len(lost)} lost to tracking and retried, "
+          f"{sum(t.state == TrialState.FAIL for t in trials)} FAIL; stopped after "
+          f"{', '.join(f'{s:.1f} s' for s in sorted(exits.values()))}; "
+          f"{sum('reconciled' in r.data.tags for r in runs)} runs reconciled")
+
+
 def test_unreachable_postgres_is_named_with_the_password_hidden(tmp_path):
     port = free_port()
     url = f"postgresql://mlplab:{PASSWORD}@127.0.0.1:{port}/optuna"

@@ -21,7 +21,7 @@ from src.errors import ConfigError
 from src.sweeps.spec import load_spec
 from src.sweeps.storage import journal_path, open_storage
 from src.sweeps.study import counted_trials
-from src.sweeps.trial import RUN_ID_ATTR
+from src.sweeps.trial_runs import RUN_ID_ATTR
 from tests.conftest import ROOT, run_cli
 
 SWEEPS = ROOT / "sweeps"
@@ -331,20 +331,80 @@ def test_every_sampler_and_pruner_builds(tmp_path, sampler, pruner):
 
 
 def test_a_dead_workers_trial_is_retried_even_when_its_run_cannot_be_closed(tmp_path, monkeypatch):
-    from src.sweeps import trial as trial_module
+    from src.sweeps import trial_runs
     from src.sweeps import workers
 
     storage = open_storage(str(tmp_path / "dead.journal"), "dead", heartbeat_interval=10, heartbeat_grace=30)
     study = optuna.create_study(study_name="dead", storage=storage)
     running = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    running.set_user_attr(trial_module.WORKER_ATTR, trial_module.worker_id(999_999))
+    running.set_user_attr(trial_runs.WORKER_ATTR, trial_runs.worker_id(999_999))
 
     def store_down(*args, **kwargs):
         raise OSError("the tracking server is gone")
 
-    monkeypatch.setattr(trial_module, "close_trial_run", store_down)
+    monkeypatch.setattr(trial_runs, "close_trial_run", store_down)
     assert workers.fail_trials_of(study, 999_999, "worker died", retry=True) == [running.number]
     trials = study.get_trials(deepcopy=False)
     assert trials[running.number].state == TrialState.FAIL
     queued = [t for t in trials if t.state == TrialState.WAITING]
     assert len(queued) == 1 and queued[0].params == running.params
+
+
+def test_reconcile_makes_mlflow_agree_with_the_study_and_writes_nothing_twice(tmp_path, client, tracking_uri):
+    from mlflow.entities import Metric
+
+    from src import tracking
+    from src.sweeps import trial_runs
+    from src.sweeps.storage import retry_callback
+
+    tracking.connect(tracking_uri)
+    experiment = tracking.experiment_id("reconcile", tracking_uri)
+    sweep_run = client.create_run(experiment, run_name="sweep-r").info.run_id
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "r.journal"))
+    study = optuna.create_study(study_name="r", storage=optuna.storages.JournalStorage(journal))
+    space = {"lr": optuna.distributions.FloatDistribution(0, 1)}
+
+    def trial_run(number: int, state: str, status: str | None) -> str:
+        run = client.create_run(experiment, run_name=f"trial-{number}", tags={
+            "mlflow.parentRunId": sweep_run, "optuna.study": "r", "optuna.trial": str(number), "optuna.state": state})
+        if status:
+            client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    left_running = study.ask(space)  # #0: training done, then the store failed: COMPLETE, run RUNNING
+    left_running.set_user_attr("metrics", {"train_loss": 0.25, "train_accuracy": 1.0})
+    left_running.set_user_attr(RUN_ID_ATTR, trial_run(0, "RUNNING", None))
+    study.tell(left_running, 0.25)
+    lost = study.ask(space)  # #1: its run could not even be created: FAIL, no run
+    lost.set_user_attr("fail_reason", "tracking failed: the MLflow tracking store ... failed: Connection refused")
+    study.tell(lost, state=TrialState.FAIL)
+    fine = study.ask(space)  # #2: already in line
+    fine_run = trial_run(2, "COMPLETE", None)
+    client.log_batch(fine_run, metrics=[Metric("objective.train_loss", 0.5, 0, 0)])
+    client.set_terminated(fine_run, "FINISHED")
+    fine.set_user_attr(RUN_ID_ATTR, fine_run)
+    study.tell(fine, 0.5)
+    killed = study.ask(space)  # #3: pruned in its run, then its worker was killed: FAIL in the study
+    trial_run(3, "PRUNED", "FINISHED")
+    study.tell(killed, state=TrialState.FAIL)
+    twice = study.ask(space)  # #4: two runs (two commands wrote one each)
+    first, second = sorted([trial_run(4, "COMPLETE", "FINISHED"), trial_run(4, "COMPLETE", "FINISHED")])
+    study.tell(twice, 0.75)
+    retry_callback()(study, study.trials[1])  # #5, waiting: not finished, left alone
+
+    done = trial_runs.reconcile(study, experiment, sweep_run, ["train_loss"])
+    assert (sorted(done.closed), done.written, done.removed) == ([0, 3, 4], [1], [4])
+    runs = {r.info.run_name: r for r in client.search_runs([experiment], "tags.`optuna.study` = 'r'")}
+    assert sorted(runs) == ["trial-0", "trial-1", "trial-2", "trial-3", "trial-4"]
+    assert runs["trial-0"].info.status == "FINISHED" and runs["trial-0"].data.tags["optuna.state"] == "COMPLETE"
+    assert runs["trial-0"].data.metrics == {"train_loss": 0.25, "train_accuracy": 1.0, "objective.train_loss": 0.25}
+    assert runs["trial-1"].info.status == "FAILED"
+    assert runs["trial-1"].data.tags["mlflow.parentRunId"] == sweep_run
+    assert runs["trial-1"].data.params == {"sampled.lr": str(study.trials[1].params["lr"])}
+    assert runs["trial-1"].data.tags["failure_reason"].endswith("Connection refused; queued again as #5")
+    assert runs["trial-3"].info.status == "FAILED" and runs["trial-3"].data.tags["optuna.state"] == "FAIL"
+    assert runs["trial-4"].info.run_id == first  # every process keeps the same one
+    assert client.get_run(second).info.lifecycle_stage == "deleted"
+    assert "reconciled" not in runs["trial-2"].data.tags  # a run in line is not touched
+    assert not trial_runs.reconcile(study, experiment, sweep_run, ["train_loss"])  # nothing written twice
+    assert len(client.get_metric_history(runs["trial-0"].info.run_id, "objective.train_loss")) == 1

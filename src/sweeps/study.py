@@ -89,14 +89,16 @@ def suggest(trial: optuna.Trial, param: Param) -> Any:
     return trial.suggest_float(param.key, param.low, param.high, step=param.step, log=param.log)
 
 
+def is_counted(trial: FrozenTrial) -> bool:
+    """Whether a trial counts toward ``n_trials``: complete, pruned, or failed for good."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and bool(trial.user_attrs.get(FAILED_FOR_GOOD))
+    )
+
+
 def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that count toward ``n_trials``: complete, pruned, or failed for good."""
-    return [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and t.user_attrs.get(FAILED_FOR_GOOD))
-    ]
+    """Trials that count toward ``n_trials``."""
+    return [t for t in study.get_trials(deepcopy=False) if is_counted(t)]
 
 
 class StopWhenDone:

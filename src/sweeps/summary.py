@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from src.config import Composer
 from src.sweeps.definition import SweepSpec
-from src.sweeps.trial import EPOCHS_ATTR
+from src.sweeps.trial_runs import EPOCHS_ATTR, fail_reason
 from src.results import format_table
 
 
@@ -217,12 +217,13 @@ def format_values(trial: FrozenTrial) -> str:
     return ", ".join(f"{v:.6g}" for v in trial.values)
 
 
-def trial_line(trial: FrozenTrial, counted: int, total: int | None, suffix: Sequence[str]) -> str:
+def trial_line(
+    trial: FrozenTrial, counted: int, total: int | None, suffix: Sequence[str], retried_as: int | None = None
+) -> str:
     value = format_values(trial)
     detail = f" {value}" if value else ""
-    reason = trial.user_attrs.get("fail_reason")
-    if trial.state == TrialState.FAIL and reason:
-        detail += f" ({reason})"
+    if trial.state == TrialState.FAIL:
+        detail += f" ({fail_reason(trial, retried_as)})"
     if trial.state == TrialState.PRUNED and EPOCHS_ATTR in trial.user_attrs:
         detail += f" at epoch {trial.user_attrs[EPOCHS_ATTR]}"
     if total and counted > total:  # workers raced for the last trials

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 from collections.abc import Mapping
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from src import tracking
 from src.config import Composer, validate
@@ -17,28 +15,18 @@ from src.errors import MlplabError, first_line
 from src.listeners import EpochListener
 from src.models.base import CHECKPOINTS_PER_TRAINING
 from src.sweeps.definition import SweepSpec
+from src.sweeps.storage import retry_callback
 from src.sweeps.study import FAILED_FOR_GOOD, suggest
+from src.sweeps.trial_runs import (
+    EPOCHS_ATTR, FAIL_REASON_ATTR, LOST_TO_TRACKING_ATTR, RUN_ID_ATTR, STATE_TAG, STUDY_TAG, TRIAL_TAG, WORKER_ATTR,
+    worker_id,
+)
 from src.training import main_model_name, run
 
 # Trials train the Keras model only (baselines are trained once per sweep) and log
 # no model files or plots (the sweep run has Optuna's); the best config, re-run
 # through src.train, logs all of them.
 TRIAL_OVERRIDES = ("baselines=none", "tracking.log_models=false", "tracking.plots=false")
-RUN_ID_ATTR = "mlflow_run_id"
-WORKER_ATTR = "worker"
-EPOCHS_ATTR = "epochs_trained"
-STATE_TAG = "optuna.state"
-
-
-def worker_id(pid: int | None = None) -> str:
-    """``host:pid`` of a worker process (this one by default), as trials record it."""
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
-def worker_of(trial: FrozenTrial) -> tuple[str, int | None]:
-    """The host and process id recorded by the worker that ran ``trial``."""
-    host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-    return host, int(pid) if pid.isdigit() else None
 
 
 class PruningReporter(EpochListener):
@@ -83,10 +71,14 @@ class TrialObjective:
         self.composer = composer
         self.prune = spec.pruner["name"] != "none"
         self.tracking_failure: tracking.TrackingError | None = None
+        self._lost_to_tracking: set[int] = set()
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         values = {param.key: suggest(trial, param) for param in self.spec.params}
         trial.set_user_attr(WORKER_ATTR, worker_id())
+        for copied in (LOST_TO_TRACKING_ATTR, FAIL_REASON_ATTR, RUN_ID_ATTR):  # a retry starts with its trial's attrs
+            if trial.user_attrs.get(copied) is not None:
+                trial.set_user_attr(copied, None)
         try:
             cfg = self.composer.compose([*self.spec.trial_overrides(values), *TRIAL_OVERRIDES])
             plain = validate(cfg)
@@ -100,9 +92,10 @@ class TrialObjective:
             # trial's result if training finished, and stop this worker.
             self.tracking_failure = exc
             trial.study.stop()
-            trial.set_user_attr("tracking_failed", str(exc))
+            trial.set_user_attr(LOST_TO_TRACKING_ATTR, str(exc))
             if exc.metrics is None:
-                trial.set_user_attr("fail_reason", f"tracking failed: {exc}")
+                trial.set_user_attr(FAIL_REASON_ATTR, f"tracking failed: {exc}")
+                self._lost_to_tracking.add(trial.number)
                 raise
             objective = self._objective(trial, exc.metrics)
             return objective if self.spec.multi_objective else objective[0]
@@ -110,7 +103,7 @@ class TrialObjective:
     def _tracked(self, trial: optuna.Trial, cfg: Any, plain: dict[str, Any], values: dict[str, Any]) -> Any:
         with tracking.store_errors():
             experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
-        tags = {"optuna.study": self.spec.study_name, "optuna.trial": trial.number, STATE_TAG: "RUNNING"}
+        tags = {STUDY_TAG: self.spec.study_name, TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"}
         reporter = PruningReporter(trial, self.spec.objectives[0].report, self.prune, plain["trainer"]["epochs"])
         with tracking.store_errors(), tracking.run(
             f"trial-{trial.number}",
@@ -118,6 +111,7 @@ class TrialObjective:
             parent_run_id=self.sweep_run_id,
             tags=tags,
             finish_on=(optuna.TrialPruned,),
+            reconciled=True,
         ) as tracked:
             trial.set_user_attr(RUN_ID_ATTR, tracked.run_id)
             tracked.log_params({f"sampled.{k}": v for k, v in values.items()})
@@ -137,7 +131,7 @@ class TrialObjective:
                 raise
             except BaseException as exc:
                 reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
-                trial.set_user_attr("fail_reason", reason)
+                trial.set_user_attr(FAIL_REASON_ATTR, reason)
                 tracked.set_tags({STATE_TAG: "FAIL"})
                 raise
             trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
@@ -146,6 +140,13 @@ class TrialObjective:
             tracked.log_metrics({f"objective.{o.metric}": v for o, v in zip(self.spec.objectives, objective)})
         return objective if self.spec.multi_objective else objective[0]
 
+    def requeue_lost(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna callback: a trial that failed only because tracking failed is
+        queued again with the same params, as a dead worker's trial is; the failed
+        one stays FAIL with its reason."""
+        if trial.number in self._lost_to_tracking and trial.state == TrialState.FAIL:
+            retry_callback()(study, trial)
+
     def _objective(self, trial: optuna.Trial, metrics: dict[str, float]) -> list[float]:
         """Records the trial's final metrics and returns its objective values."""
         trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
@@ -153,44 +154,5 @@ class TrialObjective:
 
 
 def _failed_for_good(trial: optuna.Trial, exc: BaseException) -> None:
-    trial.set_user_attr("fail_reason", first_line(exc))
+    trial.set_user_attr(FAIL_REASON_ATTR, first_line(exc))
     trial.set_user_attr(FAILED_FOR_GOOD, True)
-
-
-def close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str, status: str = "FAILED") -> None:
-    """Ends the MLflow run of a trial whose worker can no longer end it.
-
-    The run is found by the id the trial recorded or, for a worker killed between
-    opening the run and recording its id, by the run's study and trial tags.
-    """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    run_id = trial.user_attrs.get(RUN_ID_ATTR) or _find_trial_run(client, study, trial)
-    if not run_id or client.get_run(run_id).info.status != "RUNNING":
-        return
-    client.set_tag(run_id, STATE_TAG, "FAIL")
-    client.set_tag(run_id, tracking.FAILURE_TAG, reason)
-    client.set_terminated(run_id, status)
-
-
-def _find_trial_run(client: Any, study: optuna.Study, trial: FrozenTrial) -> str | None:
-    """The run tagged with this study and trial, in the sweep run's experiment."""
-    sweep_run_id = study.user_attrs.get(RUN_ID_ATTR)
-    if not sweep_run_id:
-        return None
-    experiment_id = client.get_run(sweep_run_id).info.experiment_id
-    found = client.search_runs(
-        [experiment_id],
-        f"tags.`optuna.study` = '{study.study_name}' and tags.`optuna.trial` = '{trial.number}'",
-        max_results=1,
-    )
-    return found[0].info.run_id if found else None
-
-
-def on_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Heartbeat callback: the trial's worker stopped beating; close its run."""
-    close_trial_run(
-        study, trial, f"worker {trial.user_attrs.get(WORKER_ATTR, '?')} stopped (no heartbeat); trial retried"
-    )
-

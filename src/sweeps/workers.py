@@ -28,7 +28,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from src.errors import ERROR_PREFIX, ConfigError, MlplabError, first_line, report
+from src.errors import ConfigError, MlplabError, first_line, report
 from src.sweeps.definition import SweepSpec
 
 log = logging.getLogger("mlplab")
@@ -47,14 +47,34 @@ class WorkerJob:
     deadline: float | None
 
 
+@dataclass(frozen=True)
+class WorkerStopped:
+    """What a worker that stops on an error tells the parent (picklable): the
+    error's line, and whether it was the tracking store that failed."""
+
+    message: str
+    tracking: bool
+
+
 @dataclass
 class Worker:
-    """A started worker process and the parent's end of the pipe its job goes through."""
+    """A started worker process and the parent's end of the pipe its job goes
+    through (and its :class:`WorkerStopped`, if it stops on an error)."""
 
     process: multiprocessing.process.BaseProcess
     connection: Connection
     log_path: Path | None
     has_job: bool = False
+    stopped: WorkerStopped | None = None
+
+    def receive_stop(self) -> WorkerStopped | None:
+        """The worker's stop message, once it has exited (None if it sent none)."""
+        if self.stopped is None and not self.connection.closed:
+            with contextlib.suppress(EOFError, OSError):
+                if self.connection.poll():
+                    self.stopped = self.connection.recv()
+            self.connection.close()
+        return self.stopped
 
 
 def open_study(
@@ -69,7 +89,7 @@ def open_study(
     """
     from src.sweeps.storage import open_storage
     from src.sweeps.study import make_pruner, make_sampler
-    from src.sweeps.trial import on_stale_trial, worker_id
+    from src.sweeps.trial_runs import on_stale_trial, worker_id
 
     storage = open_storage(
         storage_url,
@@ -127,7 +147,16 @@ def worker_main(connection: Connection, threads: int, log_path: Path | None) -> 
     except KeyboardInterrupt:
         pass
     except MlplabError as exc:
-        sys.exit(report(exc))
+        from src.tracking import TrackingError, give_up_on_store
+
+        if isinstance(exc, TrackingError):
+            give_up_on_store()
+        # The parent prints the error once for the command; the worker's log keeps it too.
+        if log_path is not None:
+            report(exc)
+        with contextlib.suppress(OSError):
+            connection.send(WorkerStopped(str(exc), isinstance(exc, TrackingError)))
+        sys.exit(exc.exit_code)
 
 
 def _optimize(job: WorkerJob) -> None:
@@ -144,12 +173,9 @@ def _optimize(job: WorkerJob) -> None:
     timeout = None if job.deadline is None else max(1.0, job.deadline - time.time())
     with Composer() as composer:
         objective = TrialObjective(job.spec, job.sweep_run_id, composer)
-        study.optimize(objective, timeout=timeout, callbacks=[stop], catch=(MlplabError,))
+        study.optimize(objective, timeout=timeout, callbacks=[stop, objective.requeue_lost], catch=(MlplabError,))
     if objective.tracking_failure is not None:
-        raise MlplabError(
-            f"{objective.tracking_failure}; this worker stopped. Finished trials are kept in the study; "
-            "run the same command again once the tracking store answers"
-        )
+        raise objective.tracking_failure
 
 
 # ------------------------------------------------------------------- the parent
@@ -172,7 +198,6 @@ def send_jobs(workers: list[Worker], jobs: list[WorkerJob]) -> None:
     """Hands each started worker its job."""
     for worker, job in zip(workers, jobs, strict=True):
         worker.connection.send(job)
-        worker.connection.close()
         worker.has_job = True
 
 
@@ -187,6 +212,8 @@ def run_workers(
     """Watches the workers until they end, reports progress while they run, and
     reports any worker that dies. Its trial is failed and queued again here, or,
     ``by_heartbeat`` (an RDB study), by Optuna's heartbeat after the grace period.
+    A worker that stopped because the tracking store failed has already failed and
+    queued its trial; it is left in ``worker.stopped`` for the caller.
 
     On Ctrl-C the workers are interrupted too, their trials end as failed and
     their MLflow runs as KILLED; then KeyboardInterrupt is raised again.
@@ -200,7 +227,9 @@ def run_workers(
                 process = worker.process
                 if not process.is_alive() and process.exitcode and process.pid not in reported:
                     reported.add(process.pid)
-                    _worker_died(study, index, worker, by_heartbeat)
+                    stopped = worker.receive_stop()
+                    if stopped is None or not stopped.tracking:
+                        _worker_died(study, index, worker, by_heartbeat)
     except KeyboardInterrupt:
         interrupt_workers(workers, study)
         raise
@@ -236,23 +265,14 @@ def _worker_died(study: optuna.Study, index: int, worker: Worker, by_heartbeat: 
     code = worker.process.exitcode
     how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
     where = f"; see {worker.log_path}" if worker.log_path else ""
-    reason = _error_line(worker.log_path)
-    if reason:
-        how += f" ({reason})"
+    if worker.stopped is not None:
+        how += f" ({worker.stopped.message})"
     if by_heartbeat:
         requeued = "; its running trial is queued again once its heartbeat is stale"
     else:
         failed = fail_trials_of(study, worker.process.pid, f"worker {how}", retry=True)
         requeued = f"; trial {', '.join(map(str, failed))} failed and queued again" if failed else ""
     log.warning("worker %d %s%s%s", index, how, requeued, where)
-
-
-def _error_line(log_path: Path | None) -> str | None:
-    """The last ``mlplab: error:`` line a worker wrote to its log, without the prefix."""
-    if log_path is None or not log_path.exists():
-        return None
-    errors = [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith(ERROR_PREFIX)]
-    return errors[-1].removeprefix(ERROR_PREFIX) if errors else None
 
 
 def fail_trials_of(
@@ -263,7 +283,7 @@ def fail_trials_of(
     Returns the numbers of the trials it failed.
     """
     from src.sweeps.storage import retry_callback
-    from src.sweeps.trial import WORKER_ATTR, close_trial_run, worker_id
+    from src.sweeps.trial_runs import WORKER_ATTR, close_trial_run, worker_id
 
     worker = worker_id(pid)
     failed = []
@@ -288,7 +308,7 @@ def recover_orphans(study: optuna.Study, by_heartbeat: bool = False) -> list[int
     """Fails and re-queues running trials whose worker on this host is gone
     (killed with SIGKILL in an earlier run of the sweep); none when ``by_heartbeat``
     (an RDB study, whose dead trials Optuna's heartbeat recovers)."""
-    from src.sweeps.trial import worker_of
+    from src.sweeps.trial_runs import worker_of
 
     if by_heartbeat:
         return []
