@@ -296,11 +296,11 @@ class _Progress:
     def __init__(self, study: optuna.Study, spec: SweepSpec) -> None:
         from optuna.trial import TrialState
 
+        from src.sweeps.study import is_counted
+
         self.study = study
         self.spec = spec
         self.finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        from src.sweeps.study import is_counted
-
         finished = study.get_trials(deepcopy=False, states=self.finished)
         self.seen = {t.number for t in finished}
         self.position = sum(map(is_counted, finished))

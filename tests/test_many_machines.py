@@ -9,7 +9,9 @@ MLflow's own server. Without PostgreSQL these tests fail rather than skip:
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -74,12 +76,20 @@ def test_four_machines_share_one_study_and_one_sweep_run(servers, tmp_path):
         in_url = index % 2 == 0
         storage = f"storage={postgres.url('optuna', password=in_url)}"
         env = None if in_url else {"PGPASSWORD": PASSWORD}
-        machines.append(start_sweep(spec, tmp_path / f"machine-{index}", storage, *args, env=env))
+        # The last two are two commands on one machine (one folder).
+        machines.append(start_sweep(spec, tmp_path / f"machine-{min(index, 2)}", storage, *args, env=env))
     results = [finish(m) for m in machines]
-    for result in results:
+    for index, result in enumerate(results):
         assert result.returncode == 0, result.stderr
         assert PASSWORD not in result.stdout + result.stderr
         assert "mlruns/optuna" not in result.stdout  # the shared study, not a local journal
+        counts = [int(n) for n in re.findall(r"^trial (\d+)", result.stdout, re.MULTILINE)]
+        assert counts and counts == sorted(counts)  # each terminal counts up, never back
+    for index in (2, 3):  # each command on the shared machine wrote its own worker log
+        log = tmp_path / "machine-2" / "mlruns" / "sweeps" / "shared40" / "logs" / (
+            f"{socket.gethostname()}-{machines[index].pid}-worker-0.log"
+        )
+        assert log.is_file()
 
     study = study_of(postgres, "shared40")
     trials = study.get_trials(deepcopy=False)

@@ -408,3 +408,4 @@ def test_reconcile_makes_mlflow_agree_with_the_study_and_writes_nothing_twice(tm
     assert "reconciled" not in runs["trial-2"].data.tags  # a run in line is not touched
     assert not trial_runs.reconcile(study, experiment, sweep_run, ["train_loss"])  # nothing written twice
     assert len(client.get_metric_history(runs["trial-0"].info.run_id, "objective.train_loss")) == 1
+    client.set_terminated(sweep_run, "FINISHED")
