@@ -5,6 +5,7 @@ exit non-zero instead of showing a traceback."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 ERROR_PREFIX = "mlplab: error: "
 
@@ -52,3 +53,40 @@ def report(exc: MlplabError) -> int:
     """
     print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
     return exc.exit_code
+
+
+def exit_now(code: int | str | None = 0) -> None:
+    """Ends a command's process with ``code`` once its output is flushed, without
+    the interpreter's teardown.
+
+    With TensorFlow, MLflow and matplotlib loaded, the teardown takes about a
+    second after the last printed line and does nothing a command needs: its runs
+    are ended, its metrics written and its files closed before it returns. Only
+    called where a process ends (a ``__main__`` block, a worker's last line),
+    never from a function a test calls in-process.
+    """
+    import logging
+    import os
+
+    if isinstance(code, str):  # sys.exit("message") prints it and exits 1
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)
+
+
+def run_command(main: Callable[[], object]) -> None:
+    """Runs a command's ``main`` as its process's whole life: its return value
+    or ``sys.exit`` code becomes the exit code (see :func:`exit_now`). An error
+    that is not the user's still ends with Python's traceback."""
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code
+    exit_now(code if isinstance(code, (int, str)) or code is None else 0)
+

@@ -122,4 +122,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from src.errors import run_command
+
+    run_command(main)

@@ -338,10 +338,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         sweep(parse_args(argv))
     except MlplabError as exc:
-        from src.tracking import TrackingError, give_up_on_store
-
-        if isinstance(exc, TrackingError):
-            give_up_on_store()
         sys.exit(report(exc))
     except KeyboardInterrupt:
         command = shlex.join(["python", "-m", "src.sweep", *argv])
@@ -351,4 +347,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from src.errors import run_command
+
+    run_command(main)

@@ -80,13 +80,6 @@ def store_errors(metrics: dict[str, float] | None = None) -> Iterator[None]:
         raise TrackingError(f"the MLflow tracking store {redact(uri)} failed: {failure(exc, uri)}", metrics) from None
 
 
-def give_up_on_store() -> None:
-    """For a process stopping because the store failed: the calls left on its way
-    out (MLflow ends its active run at exit) try once instead of waiting out the
-    HTTP retries again."""
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-
-
 def failure(exc: BaseException, uri: str) -> str:
     """A failed store call in a few words (MLflow's own message for an HTTP
     failure runs to ~400 characters): the OS's reason or the HTTP status, and

@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config import CONF_DIR, CONFIG_NAME, DEFAULT_TRACKING_URI, Composer, expand_sweep, validate
-from src.errors import ConfigError, MlplabError, report
+from src.errors import ConfigError, MlplabError, report, run_command
 from src.results import RunResult
 
 log = logging.getLogger("mlplab")
@@ -112,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -38,6 +38,9 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
 
 def keras_download(dataset: str) -> Arrays:
     """Keras's own copy (downloaded once to ~/.keras/datasets)."""
+    from src.models.backend import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, dataset).load_data()

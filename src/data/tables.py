@@ -18,6 +18,9 @@ ORIGINS = {1: "usa", 2: "europe", 3: "japan"}
 
 
 def keras_get_file(url: str) -> Path:
+    from src.models.backend import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     return Path(keras.utils.get_file(Path(url).name, url))

@@ -116,8 +116,6 @@ class Estimator(BaseEstimator, abc.ABC):
         inferred: inference re-imports the model's libraries in a subprocess,
         which costs seconds per model.
         """
-        from importlib.metadata import version
-
         from mlflow.models import infer_signature
 
         feature_names = self.spec_.feature_names
@@ -131,7 +129,7 @@ class Estimator(BaseEstimator, abc.ABC):
             signature=infer_signature(model_input, output),
             input_example=model_input,
             metadata={"feature_names": list(feature_names)} if feature_names else None,
-            pip_requirements=[f"{package}=={version(package)}" for package in self.pip_packages],
+            pip_requirements=[f"{package}=={_installed_version(package)}" for package in self.pip_packages],
         )
 
     @abc.abstractmethod
@@ -166,3 +164,16 @@ class Estimator(BaseEstimator, abc.ABC):
         """Each hidden layer's kernel at the start and at the end of the last fit,
         by layer name; empty for models without hidden layers of their own."""
         return {}
+
+
+def _installed_version(package: str) -> str:
+    """The installed version of ``package``, or of its CPU build (``tensorflow-cpu``
+    provides ``tensorflow``; a logged model asks for plain ``tensorflow``, which
+    serves on any machine)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return version(f"{package}-cpu")
+

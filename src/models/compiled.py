@@ -35,9 +35,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import keras
-import numpy as np
-import tensorflow as tf
+from src.models.backend import import_tensorflow
+
+tf = import_tensorflow()  # first: TensorFlow's start-up lines go to its log file, not the terminal
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from src.models.base import CHECKPOINTS_PER_TRAINING
 

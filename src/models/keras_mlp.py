@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import keras
-import numpy as np
+from src.models.backend import import_tensorflow, tensorflow_log
+
+import_tensorflow()  # first: TensorFlow's start-up lines go to its log file, not the terminal
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from src.data.dataset import DataSpec, InputScaling
 from src.listeners import EpochListener
@@ -302,7 +305,8 @@ class KerasMLP(Estimator):
         keras.utils.disable_interactive_logging()
         absl_logger.setLevel(logging.WARNING)
         try:
-            Model.log(artifact_path=None, name="model", flavor=_KerasFlavor, model=self.native, **kwargs)
+            with tensorflow_log():  # TensorFlow's C++ lines of that check (see src/models/backend.py)
+                Model.log(artifact_path=None, name="model", flavor=_KerasFlavor, model=self.native, **kwargs)
         finally:
             absl_logger.setLevel(level)
             keras.utils.enable_interactive_logging()

@@ -17,7 +17,6 @@ import multiprocessing.connection
 import os
 import signal
 import socket
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from src.errors import ConfigError, MlplabError, first_line, report
+from src.errors import ConfigError, MlplabError, exit_now, first_line, report
 from src.sweeps.definition import SweepSpec
 
 log = logging.getLogger("mlplab")
@@ -133,8 +132,9 @@ def worker_main(connection: Connection, threads: int, log_path: Path | None) -> 
         os.dup2(sink, 2)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        import tensorflow as tf
+        from src.models.backend import import_tensorflow
 
+        tf = import_tensorflow()
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         import src.sweeps.trial  # noqa: F401  (Keras, MLflow, Hydra: imported before the job arrives)
@@ -147,16 +147,15 @@ def worker_main(connection: Connection, threads: int, log_path: Path | None) -> 
     except KeyboardInterrupt:
         pass
     except MlplabError as exc:
-        from src.tracking import TrackingError, give_up_on_store
+        from src.tracking import TrackingError
 
-        if isinstance(exc, TrackingError):
-            give_up_on_store()
         # The parent prints the error once for the command; the worker's log keeps it too.
         if log_path is not None:
             report(exc)
         with contextlib.suppress(OSError):
             connection.send(WorkerStopped(str(exc), isinstance(exc, TrackingError)))
-        sys.exit(exc.exit_code)
+        exit_now(exc.exit_code)
+    exit_now(0)  # the worker's last act: no interpreter teardown to wait for (see exit_now)
 
 
 def _optimize(job: WorkerJob) -> None:

@@ -1,0 +1,78 @@
+"""How long the main job takes, and where the time goes, seen as a user sees it.
+
+Runs ``python -m src.train <overrides>`` several times into a throw-away store and
+times each printed line from the process start (the median over the runs, line by
+line: the output is the same every run), the exit, and the time from the last
+printed line to the exit. Beside it, in the same session, the cost of importing
+TensorFlow and Keras alone in a fresh process, the floor every command pays.
+
+    python bench/main_job.py [--repeats 5] [--config "+experiment=xor" --config "+experiment=iris"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIGS = ["+experiment=xor", "+experiment=iris"]
+
+
+def timed_run(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[list[tuple[float, str]], float]:
+    """Each output line (stdout and stderr) with the seconds since start, and the exit time."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append((time.perf_counter() - started, line.rstrip()))
+    process.wait()
+    finished = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n" + "\n".join(t for _, t in lines[-20:]))
+    return lines, finished
+
+
+def import_floor(env: dict[str, str], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import keras, tensorflow"], env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--config", action="append", help="overrides, space-separated (repeatable)")
+    args = parser.parse_args()
+    configs = args.config or DEFAULT_CONFIGS
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        print(f"import keras, tensorflow (fresh process): {import_floor(env, args.repeats):.2f} s median of {args.repeats}")
+        for config in configs:
+            command = [sys.executable, "-m", "src.train", *config.split()]
+            runs = [timed_run(command, work, env) for _ in range(args.repeats)]
+            walls = [finished for _, finished in runs]
+            tails = [finished - lines[-1][0] for lines, finished in runs if lines]
+            print(f"\npython -m src.train {config}: {statistics.median(walls):.2f} s wall "
+                  f"(median of {args.repeats}; min {min(walls):.2f}, max {max(walls):.2f})")
+            counts = {len(lines) for lines, _ in runs}
+            if len(counts) == 1:
+                print("  at   line")
+                for index in range(counts.pop()):
+                    at = statistics.median(lines[index][0] for lines, _ in runs)
+                    print(f"  {at:5.2f} {runs[0][0][index][1][:110]}")
+            print(f"  {statistics.median(walls):5.2f} exit; last line to exit {statistics.median(tails):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
