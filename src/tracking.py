@@ -86,7 +86,9 @@ def failure(exc: BaseException, uri: str) -> str:
     the API call; any password redacted."""
     text = redact_text(first_line(exc), uri)
     call = re.search(r"/api/2\.0/mlflow/([\w/-]+)", text)
-    where = f" ({call.group(1)})" if call else ""
+    if call is None:  # not an HTTP call: the driver's own line says it best
+        return text if len(text) <= 200 else text[:197] + "..."
+    where = f" ({call.group(1)})"
     for pattern, say in (
         (r"\[Errno -?\d+\] ([^'\")\]]+)", "{0}"),
         (r"[Rr]ead timed out", "no answer in time"),

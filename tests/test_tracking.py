@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import mlflow
+from mlflow.exceptions import MlflowException
 import numpy as np
 import pytest
 import yaml
@@ -162,6 +163,22 @@ def test_a_run_is_written_only_while_it_is_the_active_run(client, tracking_uri):
     assert written.data.tags["who"] == "parent"
     assert [(m.value, m.step) for m in client.get_metric_history(parent.run_id, "score")] == [(0.5, 3)]
     assert written.info.status == "FINISHED"  # the refused write failed only itself
+
+
+def test_a_store_failure_is_said_in_a_few_words():
+    uri = "http://me:s3cret@127.0.0.1:5000"
+    mlflow_says = MlflowException(
+        f"API request to {uri}/api/2.0/mlflow/runs/log-batch failed with exception HTTPConnectionPool("
+        "host='127.0.0.1', port=5000): Max retries exceeded with url: /api/2.0/mlflow/runs/log-batch (Caused by "
+        "NewConnectionError(\"HTTPConnection(host='127.0.0.1', port=5000): Failed to establish a new connection: "
+        "[Errno 111] Connection refused\"))"
+    )
+    assert tracking.failure(mlflow_says, uri) == "Connection refused (runs/log-batch)"
+    refused = MlflowException("API request to endpoint /api/2.0/mlflow/runs/search failed with error code 503 != 200")
+    assert tracking.failure(refused, uri) == "HTTP 503 (runs/search)"
+    assert tracking.failure(OSError(13, "Permission denied", "/srv/mlruns"), uri) == (
+        "[Errno 13] Permission denied: '/srv/mlruns'"
+    )
 
 
 def test_redaction_hides_passwords():
