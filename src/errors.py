@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 ERROR_PREFIX = "mlplab: error: "
+TENSORFLOW_LOG_ENV = "MLPLAB_TENSORFLOW_LOG"
 
 
 class MlplabError(Exception):
@@ -83,7 +84,16 @@ def exit_now(code: int | str | None = 0) -> None:
 def run_command(main: Callable[[], object]) -> None:
     """Runs a command's ``main`` as its process's whole life: its return value
     or ``sys.exit`` code becomes the exit code (see :func:`exit_now`). An error
-    that is not the user's still ends with Python's traceback."""
+    that is not the user's still ends with Python's traceback.
+
+    A command keeps TensorFlow's C++ lines off the terminal, in
+    ``mlruns/logs/tensorflow.log`` unless ``MLPLAB_TENSORFLOW_LOG`` says otherwise
+    (``terminal``, or another file); its sweep workers inherit the setting (see
+    ``src/models/backend.py``).
+    """
+    import os
+
+    os.environ.setdefault(TENSORFLOW_LOG_ENV, "mlruns/logs/tensorflow.log")
     try:
         code = main()
     except SystemExit as exc:

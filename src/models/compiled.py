@@ -37,7 +37,7 @@ from typing import Any
 
 from src.models.backend import import_tensorflow
 
-tf = import_tensorflow()  # first: TensorFlow's start-up lines go to its log file, not the terminal
+tf = import_tensorflow()  # first: in a command, TensorFlow's start-up lines go to its log file (backend.py)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from src.models.backend import import_tensorflow, tensorflow_log
 
-import_tensorflow()  # first: TensorFlow's start-up lines go to its log file, not the terminal
+import_tensorflow()  # first: in a command, TensorFlow's start-up lines go to its log file (backend.py)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
