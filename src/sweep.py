@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from src.sweeps.definition import SweepSpec
     from src.sweeps.summary import SweepSummary
+    from src.sweeps.trial_runs import Reconciled
 
 log = logging.getLogger("mlplab")
 
@@ -251,7 +252,7 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
     return summary
 
 
-def _say_reconciled(done: Any) -> None:
+def _say_reconciled(done: Reconciled | None) -> None:
     if done:
         print(f"  MLflow brought in line with the study: {done.describe()}", flush=True)
 

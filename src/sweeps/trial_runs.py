@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,11 +83,7 @@ def _find_trial_run(client: Any, study: optuna.Study, trial: FrozenTrial) -> str
     if not sweep_run_id:
         return None
     experiment_id = client.get_run(sweep_run_id).info.experiment_id
-    found = client.search_runs(
-        [experiment_id],
-        f"tags.`{STUDY_TAG}` = '{study.study_name}' and tags.`{TRIAL_TAG}` = '{trial.number}'",
-        max_results=1,
-    )
+    found = _runs_of_trial(client, experiment_id, study.study_name, trial.number)
     return found[0].info.run_id if found else None
 
 
@@ -160,8 +157,9 @@ def reconcile(study: optuna.Study, experiment_id: str, sweep_run_id: str, object
             client.delete_run(run.info.run_id)
         if extra and trial.number not in done.written:
             done.removed.append(trial.number)
-        if _disagrees(trial, keeper, objectives):
-            _close_from_record(client, trial, keeper, objectives, tags)
+        missing = _missing_metrics(trial, keeper.data.metrics, objectives)
+        if keeper.info.status != run_status(trial) or keeper.data.tags.get(STATE_TAG) != trial.state.name or missing:
+            _close_from_record(client, trial, keeper, missing, tags)
             done.closed.append(trial.number)
     return done
 
@@ -178,9 +176,7 @@ def _trial_runs(client: Any, experiment_id: str, study_name: str) -> dict[int, l
     by_trial: dict[int, list[Any]] = {}
     token = None
     while True:
-        page = client.search_runs(
-            [experiment_id], f"tags.`{STUDY_TAG}` = '{study_name}'", max_results=_PAGE, page_token=token
-        )
+        page = client.search_runs([experiment_id], _runs_filter(study_name), max_results=_PAGE, page_token=token)
         for run in page:
             number = run.data.tags.get(TRIAL_TAG)
             if number is not None and number.isdigit():
@@ -191,9 +187,13 @@ def _trial_runs(client: Any, experiment_id: str, study_name: str) -> dict[int, l
 
 
 def _runs_of_trial(client: Any, experiment_id: str, study_name: str, number: int) -> list[Any]:
-    return client.search_runs(
-        [experiment_id], f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{TRIAL_TAG}` = '{number}'"
-    )
+    return client.search_runs([experiment_id], _runs_filter(study_name, number))
+
+
+def _runs_filter(study_name: str, number: int | None = None) -> str:
+    """MLflow's filter for the study's trial runs (of one trial, with ``number``)."""
+    found = f"tags.`{STUDY_TAG}` = '{study_name}'"
+    return found if number is None else f"{found} and tags.`{TRIAL_TAG}` = '{number}'"
 
 
 def _keeper(trial: FrozenTrial, runs: list[Any]) -> Any:
@@ -204,14 +204,6 @@ def _keeper(trial: FrozenTrial, runs: list[Any]) -> Any:
         if run.info.run_id == recorded:
             return run
     return min(runs, key=lambda r: r.info.run_id)
-
-
-def _disagrees(trial: FrozenTrial, run: Any, objectives: list[str]) -> bool:
-    return (
-        run.info.status != run_status(trial)
-        or run.data.tags.get(STATE_TAG) != trial.state.name
-        or bool(_missing_metrics(trial, run.data.metrics, objectives))
-    )
 
 
 def _record_metrics(trial: FrozenTrial, objectives: list[str]) -> dict[str, float]:
@@ -236,14 +228,15 @@ def _record_tags(trial: FrozenTrial, retried_as: int | None) -> dict[str, str]:
 
 
 def _close_from_record(
-    client: Any, trial: FrozenTrial, run: Any, objectives: list[str], tags: dict[str, str]
+    client: Any, trial: FrozenTrial, run: Any, missing: dict[str, float], tags: dict[str, str]
 ) -> None:
+    """Gives ``run`` its trial's state and tags, and the ``missing`` metrics."""
     from mlflow.entities import Metric, RunTag
 
     run_id = run.info.run_id
     step = int(trial.user_attrs.get(EPOCHS_ATTR, 0))
     stamp = _millis(trial.datetime_complete)
-    metrics = [Metric(k, v, stamp, step) for k, v in _missing_metrics(trial, run.data.metrics, objectives).items()]
+    metrics = [Metric(k, v, stamp, step) for k, v in missing.items()]
     written = {**tags, RECONCILED_TAG: "closed from the study"}
     client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in written.items()])
     client.set_terminated(run_id, run_status(trial), end_time=stamp)
@@ -280,8 +273,6 @@ def _write_from_record(
 
 
 def _millis(moment: Any) -> int:
-    import time
-
     return int((moment.timestamp() if moment is not None else time.time()) * 1000)
 
 
@@ -322,8 +313,6 @@ class Reconciler:
     def when_due(self) -> Reconciled | None:
         """Reconciles if a failure is pending and the last try is ``every`` seconds
         old; None when it did not (or the store still fails)."""
-        import time
-
         from src.tracking import TrackingError
 
         if not self.pending:
