@@ -66,6 +66,21 @@ def test_compiled_engine_with_xla_matches_fit_within_float32_rounding():
     assert_same_training(fit, xla, rtol=1e-4, atol=1e-4)
 
 
+
+def test_dropout_under_xla_drops_reproducibly_and_the_model_keeps_keras_dropout():
+    import keras
+
+    overrides = ["+experiment=iris", "trainer.epochs=100", "trainer.batch_size=16", "trainer.jit_compile=true"]
+    first, dataset = trained(*overrides, "dropout=heavy", engine="compiled")
+    again, _ = trained(*overrides, "dropout=heavy", engine="compiled")
+    plain, _ = trained(*overrides, "dropout=none", engine="compiled")
+    assert_same_training(first, again)  # the same seed draws the same masks
+    # Dropout is active in training (a noisier, higher loss than the same model without it) ...
+    assert first.history_["loss"][-1] > 1.5 * plain.history_["loss"][-1]
+    assert first.score(dataset.x_test, dataset.y_test) >= 0.9
+    # ... and the model users get and log is Keras's own.
+    assert [type(layer) for layer in first.native.layers if "dropout" in layer.name] == [keras.layers.Dropout]
+
 def test_early_stopping_stops_both_engines_at_the_same_epoch_with_the_best_weights():
     overrides = ["+experiment=iris", "data.val_size=0.2", "trainer.epochs=400", "optimizer.learning_rate=0.1",
                  "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=5"]
@@ -140,9 +155,9 @@ def test_auto_engine_and_xla_choices():
     assert estimator.resolved_engine(dataset.x_train) == "compiled"
     assert not estimator.resolved_jit_compile(4, 4)  # 1 step: XLA would not pay
     estimator.epochs = 10
-    assert estimator.resolved_jit_compile(54000, 32)  # MNIST-sized, no dropout
+    assert estimator.resolved_jit_compile(54000, 32)  # MNIST-sized
     estimator.dropout_rate = 0.2
-    assert not estimator.resolved_jit_compile(54000, 32)  # XLA's CPU random numbers are slow
+    assert estimator.resolved_jit_compile(54000, 32)  # dropout too: its masks are ThreeFry's under XLA
 
 
 def test_verbose_compiled_training_prints_a_line_per_epoch(capsys):

@@ -95,6 +95,17 @@ def test_baselines_are_built_from_the_config():
     assert models["sklearn_mlp"].params["max_iter"] == 1000
 
 
+def test_image_baselines_follow_the_trainers_epochs_unless_set():
+    def passes(*overrides):
+        models = build_models(validate(compose(["+experiment=mnist", *overrides])))
+        return {name: models[name].estimator.estimator.get_params()["max_iter"]
+                for name in ("sklearn_perceptron", "sklearn_mlp")}
+
+    assert passes() == {"sklearn_perceptron": 10, "sklearn_mlp": 10}
+    assert passes("trainer.epochs=2") == {"sklearn_perceptron": 2, "sklearn_mlp": 2}  # a quick look is quick
+    assert passes("trainer.epochs=2", "baselines.sklearn_mlp.max_iter=7") == {"sklearn_perceptron": 2, "sklearn_mlp": 7}
+
+
 # ---------------------------------------------------------------- the figures
 @pytest.mark.parametrize("seed", [0, 1])
 def test_xor_mlp_solves_xor(seed):
