@@ -203,7 +203,7 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
             # trains the baselines; one resuming a study whose baselines never ran does too.
             if plain["baselines"] and BASELINES_ATTR not in study.user_attrs and not waited:
                 print("Training the baselines once for the whole sweep ...")
-                results = run(opened.base_cfg, parent_run_id=parent.run_id, only=list(plain["baselines"]))
+                results = run(_baselines_config(opened.base_cfg), parent_run_id=parent.run_id, only=list(plain["baselines"]))
                 print(comparison_table(results.metrics))
                 study.set_user_attr(BASELINES_ATTR, "done")
             prepare_plots()  # while the workers run, not after the last trial
@@ -250,6 +250,16 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
             "run the same command again to finish the sweep"
         )
     return summary
+
+
+def _baselines_config(base_cfg: DictConfig) -> DictConfig:
+    """The sweep's baselines log their metrics and figures, not their models: they
+    are the yardstick the trials are compared against, and logging the models would
+    cost the first trial ~2 s (the same process imports MLflow's sklearn flavor).
+    The best config, re-run through src.train, logs every model."""
+    cfg = base_cfg.copy()
+    cfg.tracking.log_models = False
+    return cfg
 
 
 def _say_reconciled(done: Reconciled | None) -> None:

@@ -22,6 +22,7 @@ from src.config import validate
 from src.data import Dataset
 from src.errors import ConfigError, DivergenceError, MlplabError, first_line
 from src.listeners import EpochListener
+from src.models.backend import seed_everything
 from src.results import Metrics, RunResult, comparison_table
 from src.schema import resolve_loss, wired_keys
 
@@ -282,18 +283,6 @@ def instantiate_node(path: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
 def divergence_guard(estimator: Estimator, trainer: Mapping[str, Any]) -> DivergenceGuard:
     """The guard with the limits of the ``trainer`` config node."""
     return DivergenceGuard(estimator, trainer.get("divergence_factor"), trainer.get("divergence_threshold"))
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds Python, NumPy and TensorFlow and makes TensorFlow ops deterministic."""
-    import keras
-    import tensorflow as tf
-
-    # Without the garbage collection clear_session does by default: it took about
-    # 0.3 s per run in a long-lived sweep worker, and the seeds do not depend on it.
-    keras.backend.clear_session(free_memory=False)
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
 
 
 def build_models(

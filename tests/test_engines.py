@@ -81,6 +81,21 @@ def test_dropout_under_xla_drops_reproducibly_and_the_model_keeps_keras_dropout(
     # ... and the model users get and log is Keras's own.
     assert [type(layer) for layer in first.native.layers if "dropout" in layer.name] == [keras.layers.Dropout]
 
+
+def test_one_process_trains_the_same_model_again_and_again_on_either_engine():
+    # A sweep worker trains every trial in one process, and seeding resets
+    # TensorFlow's seed only when it changes (seed_everything): each training must
+    # still give the numbers of the first.
+    overrides = ["+experiment=iris", "trainer.batch_size=16", "trainer.epochs=5"]
+    fit_first, _ = trained(*overrides, engine="fit")
+    compiled_first, _ = trained(*overrides, engine="compiled")
+    compiled_again, _ = trained(*overrides, engine="compiled")
+    fit_again, _ = trained(*overrides, engine="fit")
+    fit_third, _ = trained(*overrides, engine="fit")
+    assert_same_training(compiled_first, compiled_again)
+    assert_same_training(fit_first, fit_again)
+    assert_same_training(fit_first, fit_third)
+
 def test_early_stopping_stops_both_engines_at_the_same_epoch_with_the_best_weights():
     overrides = ["+experiment=iris", "data.val_size=0.2", "trainer.epochs=400", "optimizer.learning_rate=0.1",
                  "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=5"]

@@ -11,10 +11,10 @@ Python raises still reaches the terminal. Code that uses mlplab as a library (th
 tests, a notebook) sets nothing and sees TensorFlow as it is.
 
 Later C++ lines are TensorFlow's to filter (``TF_CPP_MIN_LOG_LEVEL``, 3 in a command
-unless set), except absl's, which ignore it: the one seen, ``E0000 ... NodeDef
-mentions attribute use_unbounded_threadpool``, comes when MLflow checks a logged
-Keras model by predicting with it, with no Python error; that call runs inside
-:func:`tensorflow_log` too. A real failure raises in Python.
+unless set), except absl's, which ignore it: one seen, ``E0000 ... NodeDef mentions
+attribute use_unbounded_threadpool``, came when MLflow checked a logged Keras model
+by predicting with it (a check now left out, see ``Estimator.log_model``); logging a
+Keras model still runs inside :func:`tensorflow_log`. A real failure raises in Python.
 """
 
 from __future__ import annotations
@@ -26,6 +26,49 @@ from collections.abc import Iterator
 from types import ModuleType
 
 from src.errors import TENSORFLOW_LOG_ENV
+
+
+_TENSORFLOW_SEED: list[int] = []
+"""The seed TensorFlow's global seed was last set to in this process."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy, Keras and TensorFlow, and makes TensorFlow ops
+    deterministic, as ``keras.utils.set_random_seed`` after
+    ``keras.backend.clear_session`` does.
+
+    Both of those also clear TensorFlow's kernel cache (to reset stateful random
+    kernels), which makes every traced program instantiate again: about 70 ms for
+    the compiled training loop, more than a whole XOR trial trains, in every trial
+    of a long-lived sweep worker. Nothing here keeps state in such kernels: Keras 3
+    and the compiled loop draw their random numbers statelessly from seeds, and
+    ``fit`` shuffles in a tf.data pipeline built anew per call, seeded from the
+    global seed. So once TensorFlow's global seed is ``seed``, only Python's,
+    NumPy's and Keras's seeds are reset; the same numbers follow (tested by
+    training each engine again and again in one process).
+    """
+    import random
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    if _TENSORFLOW_SEED == [seed]:
+        # keras.utils.set_random_seed without tf.random.set_seed: Keras's global
+        # seed, and the generator drawn from it rebuilt (Keras's private global state).
+        from keras.src.backend.common import global_state
+        from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+        from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+
+        global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+        global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)
+        random.seed(seed)
+        np.random.seed(seed)
+        return
+    keras.backend.clear_session(free_memory=False)  # without gc: 0.3 s per call in a sweep worker
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    _TENSORFLOW_SEED[:] = [seed]
 
 
 def import_tensorflow() -> ModuleType:
