@@ -1,11 +1,13 @@
 """Predict with a logged model.
 
     python -m src.predict (--run-id RUN | --experiment NAME [--metric test_accuracy]
-                          [--model keras_mlp]) --input X.npy|X.csv [--labels Y.npy|--label-column COL]
+                          [--model keras_mlp] | --model models:/NAME@champion)
+                          --input X.npy|X.csv [--labels Y.npy|--label-column COL]
                           [--output predictions.csv] [--batch-size 4096] [--uri URI]
 
-The model is the one logged by a child run (``--run-id``), or by the best run of an
-experiment by a metric. Inputs are read from a ``.npy`` array or a CSV of numeric
+The model is the one logged by a child run (``--run-id``), by the best run of an
+experiment by a metric, or a registered one (any ``models:/`` URI: a version
+``models:/iris/1`` or an alias ``models:/iris@champion``). Inputs are read from a ``.npy`` array or a CSV of numeric
 columns and predicted in batches; predictions are written to ``--output``
 (``.csv`` or ``.npy``). With labels, the accuracy (classification) or the mean
 absolute error (regression) is printed.
@@ -51,6 +53,29 @@ def find_run(client: Any, args: argparse.Namespace) -> Any:
     if not runs:
         raise MlplabError(f"no finished {args.model} run of {args.experiment!r} has the metric {args.metric}")
     return runs[0]
+
+
+def load_registered(client: Any, uri: str) -> tuple[Any, Any]:
+    """The model a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` URI names, and
+    the run that logged it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    reference = uri.removeprefix("models:/")
+    name, alias = reference.split("@", 1) if "@" in reference else (reference, None)
+    name, _, version = name.partition("/")
+    try:
+        if alias is not None:
+            found = client.get_model_version_by_alias(name, alias)
+        elif version:
+            found = client.get_model_version(name, version)
+        else:
+            raise MlplabError(f"--model {uri}: name a version (models:/{name}/1) or an alias (models:/{name}@champion)")
+    except MlflowException:
+        versions = client.search_model_versions(f"name = '{name}'") if name else []
+        known = ", ".join(sorted({str(v.version) for v in versions}, key=int)) if versions else "none"
+        raise MlplabError(f"--model {uri}: no such registered model version (versions of {name!r}: {known})") from None
+    return mlflow.pyfunc.load_model(uri), client.get_run(found.run_id)
 
 
 def read_matrix(path: Path, drop: str | None = None) -> tuple[Any, np.ndarray | None]:
@@ -107,13 +132,16 @@ def predict(args: argparse.Namespace) -> tuple[np.ndarray, str | None]:
 
     tracking.connect(args.uri)
     client = MlflowClient()
-    run = find_run(client, args)
-    models = client.search_logged_models(
-        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
-    )
-    if not models:
-        raise MlplabError(f"run {run.info.run_id} ({run.info.run_name}) logged no model (tracking.log_models=false?)")
-    model = mlflow.pyfunc.load_model(models[0].model_uri)
+    if args.model.startswith("models:/"):
+        model, run = load_registered(client, args.model)
+    else:
+        run = find_run(client, args)
+        models = client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+        )
+        if not models:
+            raise MlplabError(f"run {run.info.run_id} ({run.info.run_name}) logged no model (tracking.log_models=false?)")
+        model = mlflow.pyfunc.load_model(models[0].model_uri)
     _quiet_keras()
     features, labels = read_matrix(args.input, args.label_column)
     x = model_input(model, features, args.input.name, run.info.run_id)
@@ -169,11 +197,12 @@ def _score(predictions: np.ndarray, labels: np.ndarray | None, task: str) -> str
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m src.predict", description=__doc__.splitlines()[0])
-    which = parser.add_mutually_exclusive_group(required=True)
+    which = parser.add_mutually_exclusive_group()
     which.add_argument("--run-id", help="the run that logged the model")
     which.add_argument("--experiment", help="use the best run of this experiment")
     parser.add_argument("--metric", default="test_accuracy", help="what 'best' means (default: test_accuracy)")
-    parser.add_argument("--model", default="keras_mlp", help="which model's runs to choose from")
+    parser.add_argument("--model", default="keras_mlp",
+                        help="which model's runs to choose from, or a registered model: models:/NAME@champion")
     parser.add_argument("--input", type=Path, required=True)
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--labels", type=Path)
@@ -182,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
     args = parser.parse_args(argv)
+    registered = args.model.startswith("models:/")
+    if registered and (args.run_id or args.experiment):
+        parser.error(f"--model {args.model} names the model: leave out --run-id and --experiment")
+    if not registered and not (args.run_id or args.experiment):
+        parser.error("one of --run-id, --experiment or --model models:/... is required")
     try:
         predictions, score = predict(args)
         if args.output.suffix == ".npy":

@@ -331,11 +331,25 @@ class Baseline(BaseModel):
 
 
 # ------------------------------------------------------------------- the rest
+class Champion(Node):
+    metric: Text
+    direction: Literal["minimize", "maximize"]
+
+
 class Tracking(Node):
     uri: Text
     artifact_location: Text | None = None
     log_models: bool = None
     plots: bool = None
+    register_: bool = Field(None, alias="register")  # "register" would shadow ABCMeta.register
+    registered_model: Text | None = None
+    champion: Champion | None = None
+
+    @model_validator(mode="after")
+    def _registers_a_logged_model(self) -> Tracking:
+        if self.register_ and self.log_models is False:
+            raise ValueError("tracking.register=true registers the logged model: it needs tracking.log_models=true")
+        return self
 
 
 class Lesson(Node):

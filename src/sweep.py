@@ -259,6 +259,7 @@ def _baselines_config(base_cfg: DictConfig) -> DictConfig:
     The best config, re-run through src.train, logs every model."""
     cfg = base_cfg.copy()
     cfg.tracking.log_models = False
+    cfg.tracking.register = False
     return cfg
 
 

@@ -9,8 +9,9 @@ written only while it is the active run, the way MLflow's flavors (``log_model``
 and ``log_input`` need it, so every write of a run goes the same way. The one
 exception is :class:`EpochMetricLogger`: the fluent API logs one step per call, so
 per-epoch metrics are buffered and written many steps per ``MlflowClient.log_batch``.
-Reading runs, and closing runs that a dead process left open, use ``MlflowClient``
-(``src.sweeps``, ``src.report``, ``src.predict``).
+Reading runs, closing runs that a dead process left open, and giving an experiment
+made by an older mlplab its kind use ``MlflowClient`` (``src.sweeps``, ``src.report``,
+``src.predict``, :func:`experiment_id`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -192,8 +194,17 @@ def broken_store_reason(db_path: Path) -> str | None:
     )
 
 
+DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
+"""The MLflow input context of each split."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+"""The kind MLflow 3's UI calls "Machine learning" (the other: GenAI): it then shows
+an experiment as model training (runs, metrics, models), not as traces."""
+
+
 def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> str:
-    """The id of the MLflow experiment ``name``, created on first use.
+    """The id of the MLflow experiment ``name``, created on first use, of MLflow's
+    model-training kind (an experiment without a kind gets it).
 
     A local SQLite store keeps each experiment's artifacts in ``artifacts/<name>``
     beside the database file unless ``artifact_location`` says otherwise; a
@@ -201,6 +212,8 @@ def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> 
     """
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in found.tags:  # made before mlplab tagged its experiments
+            MlflowClient().set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return found.experiment_id
     db_path = sqlite_path(uri)
     if artifact_location is None and db_path is not None:
@@ -209,7 +222,9 @@ def experiment_id(name: str, uri: str, artifact_location: str | None = None) -> 
     if artifact_location is not None and "://" not in artifact_location:
         artifact_location = Path(artifact_location).resolve().as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=artifact_location)
+        return mlflow.create_experiment(
+            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+        )
     except MlflowException:
         # Another process created it between our lookup and create.
         found = mlflow.get_experiment_by_name(name)
@@ -223,6 +238,65 @@ def open_experiment(name: str, settings: Mapping[str, Any]) -> str:
     id of the MLflow experiment ``name``."""
     connect(settings["uri"])
     return experiment_id(name, settings["uri"], settings.get("artifact_location"))
+
+
+# --------------------------------------------------------------- model registry
+CHAMPION_ALIAS = "champion"
+
+
+def register_model(run_id: str, name: str, tags: Mapping[str, Any], champion: Mapping[str, str] | None) -> list[str]:
+    """Registers the model ``run_id`` logged as a new version of the registered
+    model ``name`` (created on first use), with ``tags``.
+
+    With ``champion`` (``metric`` and ``direction``), the alias ``champion`` moves
+    to the new version when its run beats the current champion's run on that
+    metric, or when there is no champion yet. Returns the lines to print.
+    Registry writes go through ``MlflowClient``: ``mlflow.register_model`` prints
+    its own progress lines.
+    """
+    client = MlflowClient()
+    value = None
+    if champion is not None:
+        metrics = client.get_run(run_id).data.metrics
+        value = metrics.get(champion["metric"])
+        if value is None:
+            raise MlplabError(
+                f"tracking.champion.metric={champion['metric']!r}: the registered run logged no such metric "
+                f"(it has {', '.join(sorted(metrics))})"
+            )
+    logged = client.search_logged_models(
+        [client.get_run(run_id).info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    if not logged:
+        raise MlplabError(f"run {run_id} logged no model to register")
+    with contextlib.suppress(MlflowException):  # it exists already (or another process just made it)
+        client.create_registered_model(name)
+    model_id = logged[0].model_id
+    version = client.create_model_version(
+        name, f"models:/{model_id}", run_id=run_id, model_id=model_id, tags={k: str(v) for k, v in tags.items()}
+    )
+    lines = [f"Registered model '{name}' version {version.version}: models:/{name}/{version.version}"]
+    if champion is None:
+        return lines
+    metric, minimize = champion["metric"], champion["direction"] == "minimize"
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        best = client.get_run(current.run_id).data.metrics.get(metric)
+    except MlflowException:
+        current, best = None, None
+    if best is None or (value < best if minimize else value > best):
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+        if current is None:
+            was = "no champion before"
+        else:
+            was = f"version {current.version} has no {metric}" if best is None else f"beats {best:.6g} of version {current.version}"
+        lines.append(f"Alias '{CHAMPION_ALIAS}' now on version {version.version}: {metric} {value:.6g} ({was})")
+    else:
+        lines.append(
+            f"Alias '{CHAMPION_ALIAS}' stays on version {current.version}: {metric} {best:.6g} "
+            f"(version {version.version} has {value:.6g})"
+        )
+    return lines
 
 
 # ------------------------------------------------------------------------- runs
@@ -249,6 +323,40 @@ class TrackedRun:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         mlflow.log_text(text, artifact_file, run_id=self._active())
+
+    def log_datasets(self, name: str, fingerprint: str, source: str, splits: Mapping[str, tuple[Any, Any]]) -> None:
+        """Logs each split as one of this run's MLflow dataset inputs, so the UI's
+        Dataset column and the run page show what it trained and was scored on.
+
+        Args:
+            name: The dataset's name (every split's).
+            fingerprint: The data fingerprint runs tag (``data_fingerprint``); a
+                split's digest is ``<fingerprint>-<split>``, since MLflow links one
+                dataset (name and digest) to a run once, whatever its context.
+            source: A file, folder or URL, or the loader that made the rows
+                (``sklearn.datasets.load_iris``: a code source).
+            splits: ``(features, targets)`` by split: ``train``, ``val``, ``test``,
+                logged with the context ``training``, ``validation``, ``test``.
+        """
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+
+        located = "://" in source or Path(source).is_absolute()
+        where = source if located else CodeDatasetSource({"loader": source} if source else {})
+        with warnings.catch_warnings():
+            # A local path matches MLflow's two local-artifact sources (the "" and
+            # "file" schemes), which are one class: MLflow warns, then picks it.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple")
+            datasets = [
+                mlflow.data.from_numpy(x, targets=y, source=where, name=name, digest=f"{fingerprint}-{split}")
+                for split, (x, y) in splits.items()
+            ]
+        self._active()
+        mlflow.log_inputs(
+            datasets=datasets,
+            contexts=[DATASET_CONTEXTS[split] for split in splits],
+            tags_list=[None] * len(datasets),
+        )
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path, run_id=self._active())

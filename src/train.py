@@ -67,7 +67,9 @@ def _names_experiment(overrides: Sequence[str]) -> bool:
     return bool(keys & {"experiment", "experiment_name"})
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+# An absolute config path: Hydra resolves a relative one against the caller, which
+# is a file for python -m src.train but a package for the mlplab console command.
+@hydra.main(config_path=str(CONF_DIR), config_name=CONFIG_NAME, version_base="1.3")
 def train(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Hydra task: one run (a training, or a lesson), its comparison table printed."""
     from src.results import comparison_table

@@ -139,7 +139,26 @@ def run(
     if into is not None:
         return _run_models(into, plain, dataset, models, experiment, listeners, flat=len(models) == 1)
     with tracking.invocation_run(plain, experiment, parent_run_id) as parent:
-        return _run_models(parent, plain, dataset, models, experiment, listeners, flat=False)
+        result = _run_models(parent, plain, dataset, models, experiment, listeners, flat=False)
+    if plain["tracking"].get("register"):
+        _register(plain, result)
+    return result
+
+
+def _register(plain: Mapping[str, Any], result: RunResult) -> None:
+    """Registers the run's main model (``tracking.register``), tagged with the
+    config and data it came from, and moves the alias ``champion`` when it wins."""
+    from src import tracking
+
+    settings = plain["tracking"]
+    name = settings.get("registered_model") or plain["experiment_name"]
+    run_id = result.model_run_ids[main_model_name(plain)]
+    tags = {"config_fingerprint": config_fingerprint(plain), "experiment": plain["experiment_name"],
+            "invocation_run_id": result.run_id}
+    with tracking.store_errors():
+        lines = tracking.register_model(run_id, name, tags, settings.get("champion"))
+    for line in lines:
+        log.info("%s", line)
 
 
 def _run_models(
@@ -156,7 +175,13 @@ def _run_models(
     or, when ``flat``, the only model straight into ``parent``."""
     from src import tracking
 
-    parent.set_tags(_provenance_tags(plain, dataset))
+    fingerprint = dataset.fingerprint  # hashes every array: once per invocation
+
+    def log_data(tracked: TrackedRun) -> None:
+        tracked.log_datasets(dataset.name, fingerprint, dataset.source, dataset.splits())
+
+    parent.set_tags(_provenance_tags(plain, dataset, fingerprint))
+    log_data(parent)
     logged_config = tracking.log_config(parent, plain)
     parent.log_params(
         {"data.n_features": dataset.n_features}
@@ -176,6 +201,7 @@ def _run_models(
             parent_run_id=parent.run_id,
             tags={"model": name, "flavor": model.estimator.flavor, "data": dataset.name},
         ) as child:
+            log_data(child)
             results[name] = _train_and_log(name, model, dataset, child, model.params, listeners, plain)
             run_ids[name] = child.run_id
     parent.log_text(comparison_table(results) + "\n", "comparison.txt")
@@ -368,13 +394,24 @@ def evaluate(estimator: Estimator, dataset: Dataset) -> dict[str, float]:
     return metrics
 
 
-def _provenance_tags(plain: Mapping[str, Any], dataset: Dataset) -> dict[str, Any]:
+def config_fingerprint(plain: Mapping[str, Any]) -> str:
+    """A short hash of the resolved config but where it is tracked: the same
+    settings give the same fingerprint, on any store."""
+    import hashlib
+    import json
+
+    settings = {k: v for k, v in plain.items() if k != "tracking"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _provenance_tags(plain: Mapping[str, Any], dataset: Dataset, fingerprint: str) -> dict[str, Any]:
     tags = {
         "experiment": plain["experiment_name"],
         "seed": plain["seed"],
         "data": dataset.name,
         "task": dataset.task,
-        "data_fingerprint": dataset.fingerprint,
+        "data_fingerprint": fingerprint,
+        "config_fingerprint": config_fingerprint(plain),
     }
     commit = git_commit()
     if commit:

@@ -184,6 +184,10 @@ def test_best_config_reruns_through_train_and_reproduces_the_value(iris_sweep, c
     assert len(keras) == 1
     assert keras[0].data.metrics["val_accuracy"] == pytest.approx(study.best_value, abs=1e-9)
     assert "sklearn_mlp" in rerun.stdout  # the baselines come back for the comparison
+    # The printed command registers the model, the champion on the sweep's objective.
+    assert "Registered model 'sweep_iris' version 1: models:/sweep_iris/1" in rerun.stderr + rerun.stdout
+    champion = client.get_model_version_by_alias("sweep_iris", "champion")
+    assert int(champion.version) == 1 and champion.run_id == keras[0].info.run_id
 
 
 def test_two_workers_share_one_study(tmp_path, client):
@@ -409,3 +413,14 @@ def test_reconcile_makes_mlflow_agree_with_the_study_and_writes_nothing_twice(tm
     assert not trial_runs.reconcile(study, experiment, sweep_run, ["train_loss"])  # nothing written twice
     assert len(client.get_metric_history(runs["trial-0"].info.run_id, "objective.train_loss")) == 1
     client.set_terminated(sweep_run, "FINISHED")
+
+
+def test_a_sweep_without_a_complete_trial_still_summarizes():
+    from src.sweeps.summary import top_trials_table
+
+    spec = load_spec(SWEEPS / "xor_lr_activation.yaml")
+    study = optuna.create_study(direction="minimize")
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    table = top_trials_table(study, spec)  # every trial failed: the header, no crash
+    assert table.splitlines()[0].split() == ["trial", "train_loss", "optimizer.learning_rate", "model.activation"]
+    assert len(table.splitlines()) == 2

@@ -9,6 +9,7 @@ a folder to keep the screenshots (the README's come from here).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -92,18 +93,20 @@ def xor_runs(tracking_uri):
     """An XOR run with its three child runs, as the UI should show them."""
     from mlflow.tracking import MlflowClient
 
-    run(compose(["+experiment=xor", "trainer.epochs=30"]))
+    run(compose(["+experiment=xor", "trainer.epochs=30", "tracking.register=true",
+                 "tracking.champion={metric: train_loss, direction: minimize}"]))
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("xor")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=4)
     children = {r.info.run_name: r.info.run_id for r in runs[:3]}
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert sorted(children) == sorted(MODELS)
-    return experiment.experiment_id, parent.info.run_name, children
+    return experiment.experiment_id, parent, children
 
 
 def test_mlflow_ui_shows_the_runs_their_metrics_and_plots(xor_runs, page, tmp_path):
-    experiment_id, parent_name, children = xor_runs
+    experiment_id, parent, children = xor_runs
+    parent_name = parent.info.run_name
     port = free_port()
     ui, address = start_command("src.ui", f"port={port}", cwd=tmp_path, banner="MLflow UI:")
     try:
@@ -127,6 +130,8 @@ def test_mlflow_ui_shows_the_runs_their_metrics_and_plots(xor_runs, page, tmp_pa
         metrics.wait_for()
         for metric in ("train_accuracy", "train_loss", "fit_seconds"):
             page.get_by_text(metric, exact=True).first.wait_for()
+        # the data it trained on: a dataset input named xor, its digest the data fingerprint
+        page.get_by_text(f"{parent.data.tags['data_fingerprint']}-train", exact=False).first.wait_for()
         screenshot(page, tmp_path, "mlflow_ui_run.png")
 
         page.goto(f"{address}/#/experiments/{experiment_id}/runs/{children['keras_mlp']}/artifacts")
@@ -138,6 +143,12 @@ def test_mlflow_ui_shows_the_runs_their_metrics_and_plots(xor_runs, page, tmp_pa
         # The PNG itself is shown (500 px wide as logged), not only its name.
         page.wait_for_function("() => [...document.images].some(image => image.naturalWidth >= 400)")
         screenshot(page, tmp_path, "mlflow_ui_artifacts.png")
+
+        # The registered model: version 1, tagged with its config, the champion.
+        page.goto(f"{address}/#/models/xor")
+        page.get_by_text("config_fingerprint", exact=False).first.wait_for()
+        page.get_by_text(re.compile(r"^@\s*champion$")).first.wait_for()  # the alias, on version 1
+        screenshot(page, tmp_path, "mlflow_ui_registry.png")
     finally:
         code = interrupt(ui)
     assert code == 0

@@ -91,6 +91,8 @@ class Dataset:
         feature_names, class_names: For plots and model signatures (no feature
             names where columns have none, such as pixels).
         scaling: How the models scale these raw inputs (None: they take them as they are).
+        source: Where the rows came from: a file, a URL, or the library loader
+            (``sklearn.datasets.load_iris``); runs log it with the dataset.
     """
 
     name: str
@@ -104,6 +106,7 @@ class Dataset:
     feature_names: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
     scaling: InputScaling | None = None
+    source: str = ""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

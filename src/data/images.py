@@ -99,6 +99,7 @@ def load_images(
         y_test=y_test.astype(np.int64),
         class_names=CLASS_NAMES[dataset],
         scaling=InputScaling.dividing(28 * 28, 255),
+        source=str((directory / dataset).resolve()) if files is not None else f"keras.datasets.{dataset}.load_data",
     )
 
 

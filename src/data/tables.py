@@ -65,6 +65,7 @@ def load_auto_mpg(
     dataset = Dataset(
         name=name, task="regression", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
         x_test=x_test, y_test=y_test, feature_names=tuple(frame.columns),
+        source=str(Path(path).resolve()) if files is not None else AUTO_MPG_URL,
     )
     return standardized(dataset) if standardize else dataset
 
@@ -136,5 +137,6 @@ def load_csv(
     dataset = Dataset(
         name=name, task=kind, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
         x_test=x_test, y_test=y_test, feature_names=tuple(features), class_names=class_names,
+        source=str(file.resolve()),
     )
     return standardized(dataset) if standardize else dataset

@@ -23,6 +23,7 @@ def load_xor(name: str = "xor") -> Dataset:
         y_train=y,
         feature_names=("x1", "x2"),
         class_names=("0", "1"),
+        source="src.data.toy.load_xor",
     )
 
 
@@ -46,7 +47,7 @@ def load_iris(
     from sklearn.datasets import load_iris as sklearn_iris
 
     iris = sklearn_iris()
-    return _bundled(name, iris, iris.data, test_size, val_size, standardize, random_state)
+    return _bundled(name, iris, iris.data, test_size, val_size, standardize, random_state, "sklearn.datasets.load_iris")
 
 
 @resampling
@@ -64,12 +65,21 @@ def load_digits(
     from sklearn.datasets import load_digits as sklearn_digits
 
     digits = sklearn_digits()
-    dataset = _bundled(name, digits, digits.data, test_size, val_size, standardize, random_state)
+    dataset = _bundled(
+        name, digits, digits.data, test_size, val_size, standardize, random_state, "sklearn.datasets.load_digits"
+    )
     return dataset if standardize else replace(dataset, scaling=InputScaling.dividing(dataset.n_features, 16))
 
 
 def _bundled(
-    name: str, bunch: Any, x: np.ndarray, test_size: float, val_size: float, standardize: bool, random_state: int
+    name: str,
+    bunch: Any,
+    x: np.ndarray,
+    test_size: float,
+    val_size: float,
+    standardize: bool,
+    random_state: int,
+    source: str,
 ) -> Dataset:
     x_train, y_train, x_val, y_val, x_test, y_test = split(
         x, bunch.target.astype(np.int64), test_size=test_size, val_size=val_size,
@@ -86,6 +96,7 @@ def _bundled(
         y_test=y_test,
         feature_names=tuple(bunch.feature_names),
         class_names=tuple(str(c) for c in bunch.target_names),
+        source=source,
     )
     return standardized(dataset) if standardize else dataset
 
@@ -105,5 +116,6 @@ def load_iris_setosa_2d(name: str = "iris_setosa_2d", standardize: bool = False)
         y_train=y,
         feature_names=tuple(iris.feature_names[:2]),
         class_names=("other", "setosa"),
+        source="sklearn.datasets.load_iris",
     )
     return standardized(dataset) if standardize else dataset

@@ -93,6 +93,14 @@ def write_best_config(study_best: FrozenTrial, spec: SweepSpec, directory: Path)
     ``optimizer=sgd`` or any other override still works on it."""
     with Composer() as composer:
         config = composer.primary_config(spec.trial_overrides(study_best.params))
+    # Re-running it registers its model, and makes it the champion if it beats the
+    # registered champion on the sweep's (first) objective.
+    objective = spec.objectives[0]
+    config["tracking"] = {
+        **config.get("tracking", {}),
+        "register": True,
+        "champion": {"metric": objective.metric, "direction": objective.direction},
+    }
     value = ", ".join(f"{o.metric}={v:.6g}" for o, v in zip(spec.objectives, study_best.values))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "best_config.yaml"

@@ -24,9 +24,9 @@ from src.sweeps.trial_runs import (
 from src.training import main_model_name, run
 
 # Trials train the Keras model only (baselines are trained once per sweep) and log
-# no model files or plots (the sweep run has Optuna's); the best config, re-run
-# through src.train, logs all of them.
-TRIAL_OVERRIDES = ("baselines=none", "tracking.log_models=false", "tracking.plots=false")
+# no model files or plots (the sweep run has Optuna's) and register nothing; the best
+# config, re-run through src.train, logs all of them and registers its model.
+TRIAL_OVERRIDES = ("baselines=none", "tracking.log_models=false", "tracking.plots=false", "tracking.register=false")
 
 
 class PruningReporter(EpochListener):

@@ -321,10 +321,16 @@ def recover_orphans(study: optuna.Study, by_heartbeat: bool = False) -> list[int
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: a zombie does not (a killed worker whose new
+    parent has not reaped it yet still answers ``kill(pid, 0)``)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:  # "pid (comm) state ...", comm may hold spaces
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): kill's answer stands
+        return True
