@@ -7,10 +7,10 @@
 
 The model is the one logged by a child run (``--run-id``), by the best run of an
 experiment by a metric, or a registered one (any ``models:/`` URI: a version
-``models:/iris/1`` or an alias ``models:/iris@champion``). Inputs are read from a ``.npy`` array or a CSV of numeric
-columns and predicted in batches; predictions are written to ``--output``
-(``.csv`` or ``.npy``). With labels, the accuracy (classification) or the mean
-absolute error (regression) is printed.
+``models:/iris/1`` or an alias ``models:/iris@champion``). Inputs are read from a
+``.npy`` array or a CSV of numeric columns and predicted in batches; predictions
+are written to ``--output`` (``.csv`` or ``.npy``). With labels, the accuracy
+(classification) or the mean absolute error (regression) is printed.
 """
 
 from __future__ import annotations

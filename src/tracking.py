@@ -196,6 +196,7 @@ def broken_store_reason(db_path: Path) -> str | None:
 
 DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 """The MLflow input context of each split."""
+_DATASET_ATTEMPTS = 3
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 """The kind MLflow 3's UI calls "Machine learning" (the other: GenAI): it then shows
@@ -255,18 +256,16 @@ def register_model(run_id: str, name: str, tags: Mapping[str, Any], champion: Ma
     its own progress lines.
     """
     client = MlflowClient()
+    run = client.get_run(run_id)
     value = None
-    if champion is not None:
-        metrics = client.get_run(run_id).data.metrics
-        value = metrics.get(champion["metric"])
+    if champion is not None:  # checked before anything is registered
+        value = run.data.metrics.get(champion["metric"])
         if value is None:
             raise MlplabError(
                 f"tracking.champion.metric={champion['metric']!r}: the registered run logged no such metric "
-                f"(it has {', '.join(sorted(metrics))})"
+                f"(it has {', '.join(sorted(run.data.metrics))})"
             )
-    logged = client.search_logged_models(
-        [client.get_run(run_id).info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
-    )
+    logged = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
     if not logged:
         raise MlplabError(f"run {run_id} logged no model to register")
     with contextlib.suppress(MlflowException):  # it exists already (or another process just made it)
@@ -352,11 +351,23 @@ class TrackedRun:
                 for split, (x, y) in splits.items()
             ]
         self._active()
-        mlflow.log_inputs(
-            datasets=datasets,
-            contexts=[DATASET_CONTEXTS[split] for split in splits],
-            tags_list=[None] * len(datasets),
-        )
+        for attempt in range(_DATASET_ATTEMPTS):
+            try:
+                mlflow.log_inputs(
+                    datasets=datasets,
+                    contexts=[DATASET_CONTEXTS[split] for split in splits],
+                    tags_list=[None] * len(datasets),
+                )
+                return
+            except MlflowException as exc:
+                # MLflow's SQL store looks a dataset up and then inserts it, so workers
+                # logging the same new dataset into one experiment at once collide on
+                # its key (PostgreSQL's dataset_pk, SQLite's UNIQUE constraint), the
+                # whole write rolled back. Again, the dataset is found and only linked.
+                text = str(exc).lower()
+                duplicate = "dataset" in text and ("unique" in text or "duplicate" in text)
+                if not duplicate or attempt == _DATASET_ATTEMPTS - 1:
+                    raise
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path, run_id=self._active())

@@ -104,3 +104,27 @@ def test_sweep_trials_register_nothing_even_when_the_sweep_is_told_to():
 
     plain = validate(compose(["+experiment=xor", "tracking.register=true", *TRIAL_OVERRIDES]))
     assert plain["tracking"]["register"] is False and plain["tracking"]["log_models"] is False
+
+
+def test_a_dataset_another_process_logged_first_is_linked_not_lost(client, monkeypatch):
+    # MLflow's SQL store looks a dataset up, then inserts it: two workers logging the
+    # same new dataset at once collide on its key, as a tracking server on
+    # PostgreSQL answers here. The second write finds the dataset and links it.
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    real, calls = mlflow.log_inputs, []
+
+    def collide_once(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise MlflowException('BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates '
+                                  'unique constraint "dataset_pk"')
+        return real(**kwargs)
+
+    monkeypatch.setattr(mlflow, "log_inputs", collide_once)
+    result = run(compose(["+experiment=xor", "experiment_name=dataset_race", *FAST]))
+    assert len(calls) == 3  # the invocation's twice (one collision), the keras_mlp run's once
+    for run_id in (result.run_id, result.model_run_ids["keras_mlp"]):
+        contexts = [i.tags[0].value for i in client.get_run(run_id).inputs.dataset_inputs]
+        assert contexts == ["training"]

@@ -252,9 +252,10 @@ def build_for_training(model: keras.Model, data_batch: tuple[Any, ...]) -> None:
     """Creates a compiled model's optimizer and metric variables for a batch like
     ``data_batch``, as ``fit`` does before its first step.
 
-    Keras has no public call for this: it is ``keras.Model._symbolic_build``, the
-    one private Keras API this project uses, kept here and checked on the Keras
-    minor version pinned in pyproject.toml.
+    Keras has no public call for this: it is ``keras.Model._symbolic_build``, one
+    of the two private Keras APIs this project uses (the other: Keras's global seed
+    state, in :func:`src.models.backend.seed_everything`), each kept in one place and
+    checked on the Keras minor version pinned in pyproject.toml.
     """
     model._symbolic_build(data_batch=data_batch)
 
