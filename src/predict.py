@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,27 +56,20 @@ def find_run(client: Any, args: argparse.Namespace) -> Any:
     return runs[0]
 
 
-def load_registered(client: Any, uri: str) -> tuple[Any, Any]:
-    """The model a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` URI names, and
-    the run that logged it."""
+def registered_run(client: Any, uri: str) -> Any:
+    """The run that logged the model a ``models:/`` URI names (``models:/NAME/VERSION``,
+    ``models:/NAME@ALIAS``, or a logged model's ``models:/m-...``)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    reference = uri.removeprefix("models:/")
-    name, alias = reference.split("@", 1) if "@" in reference else (reference, None)
-    name, _, version = name.partition("/")
     try:
-        if alias is not None:
-            found = client.get_model_version_by_alias(name, alias)
-        elif version:
-            found = client.get_model_version(name, version)
-        else:
-            raise MlplabError(f"--model {uri}: name a version (models:/{name}/1) or an alias (models:/{name}@champion)")
+        info = mlflow.models.get_model_info(uri)
     except MlflowException:
+        name = re.split(r"[/@]", uri.removeprefix("models:/"))[0]
         versions = client.search_model_versions(f"name = '{name}'") if name else []
         known = ", ".join(sorted({str(v.version) for v in versions}, key=int)) if versions else "none"
         raise MlplabError(f"--model {uri}: no such registered model version (versions of {name!r}: {known})") from None
-    return mlflow.pyfunc.load_model(uri), client.get_run(found.run_id)
+    return client.get_run(info.run_id)
 
 
 def read_matrix(path: Path, drop: str | None = None) -> tuple[Any, np.ndarray | None]:
@@ -129,23 +123,25 @@ def predict(args: argparse.Namespace) -> tuple[np.ndarray, str | None]:
     from mlflow.tracking import MlflowClient
 
     from src import tracking
+    from src.models.backend import tensorflow_log
 
     tracking.connect(args.uri)
     client = MlflowClient()
     if args.model.startswith("models:/"):
-        model, run = load_registered(client, args.model)
+        uri, run = args.model, registered_run(client, args.model)
     else:
         run = find_run(client, args)
-        models = client.search_logged_models(
-            [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
-        )
-        if not models:
+        logged = tracking.logged_model(client, run)
+        if logged is None:
             raise MlplabError(f"run {run.info.run_id} ({run.info.run_name}) logged no model (tracking.log_models=false?)")
-        model = mlflow.pyfunc.load_model(models[0].model_uri)
-    _quiet_keras()
+        uri = logged.model_uri
     features, labels = read_matrix(args.input, args.label_column)
-    x = model_input(model, features, args.input.name, run.info.run_id)
-    outputs = [np.asarray(model.predict(x[i : i + args.batch_size])) for i in range(0, len(x), args.batch_size)]
+    # Loading a Keras model imports TensorFlow: its C++ lines go where a command's go (backend.py).
+    with tensorflow_log():
+        model = mlflow.pyfunc.load_model(uri)
+        _quiet_keras()
+        x = model_input(model, features, args.input.name, run.info.run_id)
+        outputs = [np.asarray(model.predict(x[i : i + args.batch_size])) for i in range(0, len(x), args.batch_size)]
     output = np.concatenate(outputs) if outputs else np.empty((0,))
     task = _task(client, run)
     predictions = _decode(output, task)

@@ -245,6 +245,14 @@ def open_experiment(name: str, settings: Mapping[str, Any]) -> str:
 CHAMPION_ALIAS = "champion"
 
 
+def logged_model(client: MlflowClient, run: Any) -> Any:
+    """The MLflow logged model ``run`` logged (its ``model_uri`` loads it), or None."""
+    found = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'", max_results=1
+    )
+    return found[0] if found else None
+
+
 def register_model(run_id: str, name: str, tags: Mapping[str, Any], champion: Mapping[str, str] | None) -> list[str]:
     """Registers the model ``run_id`` logged as a new version of the registered
     model ``name`` (created on first use), with ``tags``.
@@ -265,12 +273,12 @@ def register_model(run_id: str, name: str, tags: Mapping[str, Any], champion: Ma
                 f"tracking.champion.metric={champion['metric']!r}: the registered run logged no such metric "
                 f"(it has {', '.join(sorted(run.data.metrics))})"
             )
-    logged = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
-    if not logged:
+    logged = logged_model(client, run)
+    if logged is None:
         raise MlplabError(f"run {run_id} logged no model to register")
     with contextlib.suppress(MlflowException):  # it exists already (or another process just made it)
         client.create_registered_model(name)
-    model_id = logged[0].model_id
+    model_id = logged.model_id
     version = client.create_model_version(
         name, f"models:/{model_id}", run_id=run_id, model_id=model_id, tags={k: str(v) for k, v in tags.items()}
     )

@@ -175,12 +175,10 @@ def _run_models(
     or, when ``flat``, the only model straight into ``parent``."""
     from src import tracking
 
-    fingerprint = dataset.fingerprint  # hashes every array: once per invocation
-
     def log_data(tracked: TrackedRun) -> None:
-        tracked.log_datasets(dataset.name, fingerprint, dataset.source, dataset.splits())
+        tracked.log_datasets(dataset.name, dataset.fingerprint, dataset.source, dataset.splits())
 
-    parent.set_tags(_provenance_tags(plain, dataset, fingerprint))
+    parent.set_tags(_provenance_tags(plain, dataset))
     log_data(parent)
     logged_config = tracking.log_config(parent, plain)
     parent.log_params(
@@ -404,13 +402,13 @@ def config_fingerprint(plain: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _provenance_tags(plain: Mapping[str, Any], dataset: Dataset, fingerprint: str) -> dict[str, Any]:
+def _provenance_tags(plain: Mapping[str, Any], dataset: Dataset) -> dict[str, Any]:
     tags = {
         "experiment": plain["experiment_name"],
         "seed": plain["seed"],
         "data": dataset.name,
         "task": dataset.task,
-        "data_fingerprint": fingerprint,
+        "data_fingerprint": dataset.fingerprint,
         "config_fingerprint": config_fingerprint(plain),
     }
     commit = git_commit()

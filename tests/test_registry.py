@@ -48,6 +48,14 @@ def test_a_registered_run_has_its_data_its_kind_and_a_version_that_predicts(tmp_
                         "--labels", str(tmp_path / "y.npy"), "--output", str(tmp_path / "p.csv"), cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
     assert f"accuracy {keras.data.metrics['test_accuracy']:.4f} on 30 rows" in predicted.stdout
+    assert predicted.stderr == ""  # TensorFlow's C++ start-up lines went to mlruns/logs/tensorflow.log
+
+    from src import predict  # any models:/ URI: the version's own, the logged model's id
+
+    predict.main(["--model", version.source, "--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                  "--output", str(tmp_path / "q.csv")])
+    assert version.source.startswith("models:/m-")
+    assert (tmp_path / "q.csv").read_text() == (tmp_path / "p.csv").read_text()
 
     missing = run_cli("src.predict", "--model", "models:/registry_iris@champion", "--input", str(tmp_path / "x.npy"),
                       cwd=tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -145,7 +146,7 @@ class Dataset:
     def validation_data(self) -> tuple[np.ndarray, np.ndarray] | None:
         return self.splits().get("val")
 
-    @property
+    @functools.cached_property  # hashes every array (MNIST: ~0.3 s); a dataset is frozen
     def fingerprint(self) -> str:
         """A short hash of every array, dtype and shape: same data, same fingerprint."""
         digest = hashlib.sha256(self.task.encode())
