@@ -17,7 +17,7 @@ loss), trains it with ``model.fit`` for the trainer's epochs and returns the fin
 loss, with no tracking. Prints a table of medians and the ratios measured in the
 same run.
 
-    python bench/sweep_throughput.py [--sweep bench/sweeps/xor_20_trials.yaml]
+    python bench/sweep_throughput.py [--sweep bench/hparams_search/xor_20_trials.yaml]
         [--workers 1 2] [--repeats 1] [--no-separate] [--no-plain] [key=value ...]
 """
 
@@ -126,7 +126,7 @@ def plain_optuna_seconds(sweep: Path, extra: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", type=Path, default=ROOT / "bench" / "sweeps" / "xor_20_trials.yaml")
+    parser.add_argument("--sweep", type=Path, default=ROOT / "bench" / "hparams_search" / "xor_20_trials.yaml")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-separate", action="store_true", help="skip the separate-process baseline")

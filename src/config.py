@@ -106,16 +106,26 @@ class Composer:
         keeping each group choice a choice (in its defaults list) rather than its
         values, so a command line can still choose another option of that group.
 
+        An ``hparams_search`` choice is unpacked into its defaults and values, less
+        its Hydra settings: the config is a run, not the sweep again.
+
         Raises:
             ConfigError: an override deletes a key, which such a file cannot say.
         """
         added, chosen = [], []
         values = OmegaConf.create()
-        for override in parse_overrides(overrides):
+        parsed = parse_overrides(overrides)
+        for override in parsed:
             key = override.key_or_group
             if override.is_delete():
                 raise ConfigError(f"a config file cannot delete {key}: leave ~{key} out of its overrides")
-            if self.group_options(key):
+            if key == "hparams_search":
+                search, body = self._hparams_search(override.get_value_element_as_str(), _search_path(parsed))
+                added.extend(search)
+                values = OmegaConf.merge(values, body)
+            elif key == "hydra.searchpath":
+                continue  # it found the hparams_search file, now unpacked
+            elif self.group_options(key):
                 entry = override.get_value_element_as_str()
                 if override.is_add():
                     added.append({key: entry})
@@ -129,12 +139,24 @@ class Composer:
             **OmegaConf.to_container(values),  # type: ignore[dict-item]
         }
 
+    def _hparams_search(self, name: str, search_path: Sequence[Path]) -> tuple[list[Any], DictConfig]:
+        """An hparams_search config's defaults entries and values, without its Hydra settings."""
+        folders = [self.config_dir / "hparams_search", *(p / "hparams_search" for p in search_path)]
+        path = next(f / f"{name}.yaml" for f in folders if (f / f"{name}.yaml").is_file())
+        body = OmegaConf.load(path)
+        defaults = [
+            entry for entry in body.pop("defaults", [])
+            if not (isinstance(entry, DictConfig) and any(str(k).startswith("override /hydra") for k in entry))
+        ]
+        body.pop("hydra", None)
+        return [OmegaConf.to_container(e) if isinstance(e, DictConfig) else e for e in defaults], body
+
     def compose(self, overrides: Sequence[str] = ()) -> DictConfig:
         """Composes one config; raises ConfigError for unknown options or keys."""
         overrides = list(overrides)
         parsed = parse_overrides(overrides)
         for override in parsed:
-            self._check_group_choice(override)
+            self._check_group_choice(override, _search_path(parsed))
         is_change = [self._is_value_change(o) for o in parsed]
         files = tuple(text for text, change in zip(overrides, is_change, strict=True) if not change)
         merged = self._merged.get(files)
@@ -173,11 +195,12 @@ class Composer:
             or isinstance(override.value(), dict)
         )
 
-    def _check_group_choice(self, override: Any) -> None:
+    def _check_group_choice(self, override: Any, search_path: Sequence[Path] = ()) -> None:
         group = override.key_or_group
         if override.is_delete() or group.startswith("hydra"):
             return
         options = self.group_options(group)
+        options = [*options, *(p.stem for folder in search_path for p in sorted((folder / group).glob("*.yaml")))]
         if not options:
             return
         values = (
@@ -213,7 +236,20 @@ class Composer:
             where = f" in {parent}" if parent else ""
             hint = f"; allowed keys{where}: {known}" if known else ""
             return ConfigError(f"unknown config key {key}{hint}")
+        match = re.match(r"Error merging override (\S+)", str(exc))
+        if match and exc.__cause__ is not None:  # a typed setting (hydra.sweeper.n_trials) given a bad value
+            return ConfigError(f"bad value {match.group(1)}: {first_line(exc.__cause__)}")
         return ConfigError(first_line(exc))
+
+
+def _search_path(parsed: Sequence[Any]) -> list[Path]:
+    """Folders a ``hydra.searchpath=[file://...]`` override adds (a sweep file
+    outside sweeps/): their group options count too."""
+    return [
+        Path(str(entry).removeprefix("file://"))
+        for o in parsed if o.key_or_group == "hydra.searchpath"
+        for entry in o.value() if str(entry).startswith("file://")
+    ]
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[Any]:

@@ -31,7 +31,8 @@ def open_sweep_storage(spec_path: str, storage: str | None, study_name: str | No
     from src.sweeps.spec import load_spec
     from src.sweeps.storage import describe, journal_path, open_storage
 
-    spec = load_spec(spec_path, study_name=study_name)
+    spec = load_spec(spec_path, study_name=study_name, storage=storage)
+    storage = spec.storage
     journal = journal_path(storage, spec.study_name)
     if journal is not None and not journal.exists():
         raise ConfigError(

@@ -377,6 +377,9 @@ class RunConfig(Node):
     trainer: Trainer
     baselines: dict[str, Baseline] | None
     tracking: Tracking
+    # The metric(s) an hparams_search sweep optimizes (lightning-hydra-template's key);
+    # src.sweeps.spec checks the names.
+    optimized_metric: Text | list[Text] | None = None
 
     @model_validator(mode="after")
     def _numpy_mlp_trains_with_plain_sgd(self) -> RunConfig:

@@ -7,6 +7,9 @@ Running the same command again resumes the study: finished trials are kept and
 ``n_trials`` is the total the study should reach. Any other ``key=value`` is a
 config override applied to every trial. Every trial goes through
 ``src.training.run``, the same function as ``python -m src.train``.
+
+``python -m src.train -m hparams_search=NAME`` runs the same sweep through Hydra
+(``hydra_plugins/mlplab_sweeper``), on this module's :func:`run_sweep`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from src.errors import ConfigError, MlplabError, report
 from src.options import boolean, parse_options, positive_int, positive_seconds, text
@@ -41,7 +44,7 @@ BASELINES_ATTR = "baselines_run_id"
 class SweepOptions:
     spec_path: str
     n_trials: int | None = None
-    workers: int = 1
+    workers: int | None = None
     storage: str | None = None
     study_name: str | None = None
     timeout: float | None = None
@@ -83,8 +86,7 @@ def parse_args(argv: Sequence[str]) -> SweepOptions:
 
 
 def sweep(options: SweepOptions) -> SweepSummary:
-    """Runs the sweep to its end and returns its summary."""
-    from src.config import compose, validate
+    """Runs the sweep file's sweep to its end and returns its summary."""
     from src.sweeps.spec import load_spec
 
     spec = load_spec(
@@ -93,7 +95,17 @@ def sweep(options: SweepOptions) -> SweepSummary:
         n_trials=options.n_trials,
         timeout=options.timeout,
         study_name=options.study_name,
+        storage=options.storage,
+        workers=options.workers,
     )
+    return run_sweep(spec, verbose=options.verbose)
+
+
+def run_sweep(spec: SweepSpec, verbose: bool = False) -> SweepSummary:
+    """Runs (or resumes) a checked sweep to its end and returns its summary: the
+    engine behind ``python -m src.sweep`` and the Hydra sweeper plugin alike."""
+    from src.config import compose, validate
+
     base_cfg = compose(spec.base_overrides())
     plain = validate(base_cfg)
 
@@ -104,20 +116,20 @@ def sweep(options: SweepOptions) -> SweepSummary:
     # parent's set-up and baselines. Until they get a job they can simply be stopped.
     # Each command's workers log to files of their own: several commands may share
     # a machine and a study.
-    log_dir = None if options.verbose else OUTPUT_DIR / spec.study_name / "logs"
+    log_dir = None if verbose else OUTPUT_DIR / spec.study_name / "logs"
     command = f"{socket.gethostname()}-{os.getpid()}"
     workers = start_workers(
-        options.workers,
-        [None if log_dir is None else log_dir / f"{command}-worker-{i}.log" for i in range(options.workers)],
+        spec.workers,
+        [None if log_dir is None else log_dir / f"{command}-worker-{i}.log" for i in range(spec.workers)],
     )
     try:
-        return _run(options, _open(options, spec, base_cfg, plain), workers)
+        return _run(_open(spec, base_cfg, plain), workers)
     except BaseException:
         stop_workers(workers)  # those still waiting for a job, if any
         raise
 
 
-def _open(options: SweepOptions, spec: SweepSpec, base_cfg: DictConfig, plain: dict[str, Any]) -> OpenedSweep:
+def _open(spec: SweepSpec, base_cfg: DictConfig, plain: dict[str, Any]) -> OpenedSweep:
     """Opens the MLflow experiment and opens (or creates) the study; fails orphaned
     trials."""
     import optuna
@@ -129,17 +141,17 @@ def _open(options: SweepOptions, spec: SweepSpec, base_cfg: DictConfig, plain: d
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # The tracking store first: if it cannot be reached, nothing is created or trained.
     experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
-    study, created = open_study(spec, options.storage, plain["trainer"]["epochs"], create=True)
+    study, created = open_study(spec, spec.storage, plain["trainer"]["epochs"], create=True)
     if [d.name.lower() for d in study.directions] != spec.directions:
         raise ConfigError(
-            f"study {spec.study_name} in {describe(options.storage, spec.study_name)} optimizes "
+            f"study {spec.study_name} in {describe(spec.storage, spec.study_name)} optimizes "
             f"{[d.name.lower() for d in study.directions]}, not {spec.directions}; use another study_name"
         )
-    recovered = recover_orphans(study, recovers_by_heartbeat(options.storage))
+    recovered = recover_orphans(study, recovers_by_heartbeat(spec.storage))
     return OpenedSweep(spec, base_cfg, plain, study, created, experiment, recovered)
 
 
-def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> SweepSummary:
+def _run(opened: OpenedSweep, workers: list[Any]) -> SweepSummary:
     """Opens the sweep's MLflow run, trains the baselines, hands the workers their
     jobs, watches them, and summarizes."""
     from src import tracking
@@ -158,10 +170,12 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
     epochs = plain["trainer"]["epochs"]
     uri = plain["tracking"]["uri"]
     done = len(counted_trials(study))
-    target = f"{spec.n_trials} trials" if spec.n_trials else "no trial limit"
+    target = f"{spec.n_trials} trial{'s' * (spec.n_trials != 1)}" if spec.n_trials else "no trial limit"
     timeout = f", for at most {spec.timeout:g} s" if spec.timeout else ""
-    print(f"Sweep {spec.study_name}: {target}{timeout} on {options.workers} worker(s)")
-    print(f"  study:  {describe(options.storage, spec.study_name)}" + (f" (resuming: {done} done)" if done else ""))
+    print(f"Sweep {spec.study_name}: {target}{timeout} on {spec.workers} worker(s)")
+    print("  goal:   " + ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives)
+          + " over " + ", ".join(p.key for p in spec.params))
+    print(f"  study:  {describe(spec.storage, spec.study_name)}" + (f" (resuming: {done} done)" if done else ""))
     print(f"  MLflow: experiment '{plain['experiment_name']}' at {tracking.redact(uri)}")
     if opened.recovered:
         print(f"  trial {', '.join(map(str, opened.recovered))} of a dead worker marked failed and queued again")
@@ -176,7 +190,7 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
         f"sweep-{spec.study_name}",
         experiment=experiment,
         run_id=run_id,
-        tags={"optuna.study": spec.study_name, "sweep": spec.path.name, "kind": "sweep"},
+        tags={"optuna.study": spec.study_name, "sweep": spec.path.name if spec.path else spec.label, "kind": "sweep"},
         reconciled=True,
     ) as parent:
         progress = _Progress(study, spec)
@@ -187,16 +201,17 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
             if run_id is None:
                 study.set_user_attr(RUN_ID_ATTR, parent.run_id)
                 parent.log_params(
-                    {"sweep.file": spec.path.name, "sweep.experiment": spec.experiment,
+                    {"sweep.file": spec.path.name if spec.path else "(command line)", "sweep.experiment": spec.experiment,
                      "sweep.objectives": ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives),
                      "sweep.sampler": spec.sampler["name"], "sweep.pruner": spec.pruner["name"],
-                     "sweep.overrides": " ".join(_redacted(o) for o in [*spec.overrides, *spec.extra_overrides]),
+                     "sweep.overrides": " ".join(_redacted(o) for o in spec.base_overrides()),
                      **{f"space.{p.key}": _describe_param(p) for p in spec.params}}
                 )
-                parent.log_artifact(spec.path)
+                if spec.path is not None:
+                    parent.log_artifact(spec.path)
             deadline = time.time() + spec.timeout if spec.timeout else None
             send_jobs(workers, [
-                WorkerJob(spec, options.storage, uri, parent.run_id, epochs, index, deadline)
+                WorkerJob(spec, spec.storage, uri, parent.run_id, epochs, index, deadline)
                 for index in range(len(workers))
             ])
             # Of several commands started together, the one that created the study
@@ -217,7 +232,7 @@ def _run(options: SweepOptions, opened: OpenedSweep, workers: list[Any]) -> Swee
                 reconciler.pending = True
             _say_reconciled(reconciler.when_due())
 
-        run_workers(workers, study, watch, by_heartbeat=recovers_by_heartbeat(options.storage))
+        run_workers(workers, study, watch, by_heartbeat=recovers_by_heartbeat(spec.storage))
 
         summary = summarize(study, spec, epochs)
         if summary.best:
@@ -353,10 +368,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except MlplabError as exc:
         sys.exit(report(exc))
     except KeyboardInterrupt:
-        command = shlex.join(["python", "-m", "src.sweep", *argv])
-        print(f"\nInterrupted: finished trials are kept; running trials were marked failed.\nResume with: {command}",
-              file=sys.stderr)
-        sys.exit(130)
+        interrupted(["python", "-m", "src.sweep", *argv])
+
+
+def interrupted(command: Sequence[str]) -> NoReturn:
+    """Ctrl-C: says what was kept and how to resume, and exits 130."""
+    print(f"\nInterrupted: finished trials are kept; running trials were marked failed.\n"
+          f"Resume with: {shlex.join(command)}", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

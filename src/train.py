@@ -16,7 +16,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.config import CONF_DIR, CONFIG_NAME, DEFAULT_TRACKING_URI, Composer, expand_sweep, validate
+from src.config import (
+    CONF_DIR, CONFIG_NAME, DEFAULT_TRACKING_URI, Composer, expand_sweep, parse_overrides, validate,
+)
 from src.errors import ConfigError, MlplabError, report, run_command
 from src.results import RunResult
 
@@ -50,7 +52,12 @@ def preflight(argv: Sequence[str]) -> None:
             return
         else:
             overrides.append(arg)
-    jobs = expand_sweep(overrides) if multirun else [overrides]
+    if _mlplab_sweep(overrides):
+        # The sweeper checks its search space and settings itself, before any trial;
+        # here the base every trial starts from is composed and checked.
+        jobs = [[o.input_line for o in parse_overrides(overrides) if not o.is_sweep_override()]]
+    else:
+        jobs = expand_sweep(overrides) if multirun else [overrides]
     with Composer(config_dir, config_name) as composer:
         if (config_dir, config_name) == (CONF_DIR, CONFIG_NAME) and not _names_experiment(overrides):
             raise ConfigError(
@@ -62,9 +69,19 @@ def preflight(argv: Sequence[str]) -> None:
 
 
 def _names_experiment(overrides: Sequence[str]) -> bool:
-    """Whether the overrides choose an experiment file or name the MLflow experiment."""
+    """Whether the overrides choose an experiment file (or an hparams_search sweep,
+    which chooses one) or name the MLflow experiment."""
     keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
-    return bool(keys & {"experiment", "experiment_name"})
+    return bool(keys & {"experiment", "experiment_name", "hparams_search"})
+
+
+def _mlplab_sweep(overrides: Sequence[str]) -> bool:
+    """Whether the command line runs mlplab's Hydra sweeper: it chooses an
+    hparams_search sweep or the sweeper itself."""
+    return any(
+        o.split("=", 1)[0].lstrip("+") == "hparams_search" or o.replace(" ", "") == "hydra/sweeper=mlplab"
+        for o in overrides
+    )
 
 
 # An absolute config path: Hydra resolves a relative one against the caller, which

@@ -93,3 +93,25 @@ def _with_user_lines(result: subprocess.CompletedProcess) -> subprocess.Complete
         line for line in result.stderr.splitlines() if line.strip() and not line.startswith(NOISE)
     ]
     return result
+
+
+def write_sweep(folder: Path, name: str = "sweep", *, base: str = "xor_lr_activation", top: dict | None = None,
+                **sweeper) -> Path:
+    """A shipped sweep (``sweeps/<base>.yaml``) with changed ``hydra.sweeper`` settings
+    (None removes one) and top-level keys (``top``), written where Hydra finds it:
+    ``folder/hparams_search/<name>.yaml``."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "sweeps" / f"{base}.yaml").read_text())
+    settings = spec["hydra"]["sweeper"]
+    for key, value in sweeper.items():
+        if value is None:
+            settings.pop(key, None)
+        else:
+            settings[key] = value
+    for key, value in (top or {}).items():
+        spec[key] = value
+    path = folder / "hparams_search" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# @package _global_\n" + yaml.safe_dump(spec, sort_keys=False))
+    return path

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from src.data.toy import load_iris
-from tests.conftest import ROOT, finish, run_cli, start_cli
+from tests.conftest import ROOT, finish, run_cli, start_cli, write_sweep
 
 FAST_XOR = ["+experiment=xor", "trainer.epochs=20", "baselines=none", "tracking.plots=false"]
 
@@ -227,14 +226,11 @@ def test_an_absolute_threshold_and_non_finite_weights_stop_training():
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path):
-    spec = yaml.safe_load((ROOT / "sweeps" / "xor_lr_activation.yaml").read_text())
-    spec.update(
-        study_name="xor_diverging", overrides=["optimizer=sgd", "trainer.epochs=30"], n_trials=2,
-        params={"optimizer.learning_rate": {"type": "categorical", "choices": [0.5, 1.0e30]}},
-        sampler={"name": "grid"}, pruner={"name": "none"},
+    path = write_sweep(
+        tmp_path, "diverging", study_name="xor_diverging", n_trials=2, sampler="grid", pruner="none",
+        # fixed values and a search space, both in Hydra's grammar
+        params={"optimizer": "sgd", "trainer.epochs": 30, "optimizer.learning_rate": "choice(0.5, 1.0e30)"},
     )
-    path = tmp_path / "diverging.yaml"
-    path.write_text(yaml.safe_dump(spec))
     result = run_cli("src.sweep", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     failed = [line for line in result.stdout.splitlines() if " FAIL " in line]

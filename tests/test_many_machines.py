@@ -18,15 +18,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from src.local_server import free_port
-from tests.conftest import ROOT, finish, run_cli, start_cli
+from tests.conftest import ROOT, finish, run_cli, start_cli, write_sweep
 from tests.services import PASSWORD, MlflowServer, Postgres
 
-SWEEP = ROOT / "sweeps" / "xor_lr_activation.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +39,7 @@ def servers(tmp_path_factory):
 
 def sweep_file(tmp_path: Path, **changes) -> Path:
     """The XOR sweep with a heartbeat fit for a test (a dead machine noticed in seconds)."""
-    spec = yaml.safe_load(SWEEP.read_text())
-    spec.update({"heartbeat": {"interval": 1, "grace": 6}, **changes})
-    path = tmp_path / "xor_shared.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_sweep(tmp_path, "xor_shared", heartbeat={"interval": 1, "grace": 6}, **changes)
 
 
 def start_sweep(spec: Path, cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
@@ -114,7 +108,7 @@ def test_four_machines_share_one_study_and_one_sweep_run(servers, tmp_path):
 
 def test_a_machine_killed_mid_trial_loses_nothing(servers, tmp_path):
     postgres, server = servers
-    spec = sweep_file(tmp_path, pruner={"name": "none"})
+    spec = sweep_file(tmp_path, pruner="none")
     args = [
         f"storage={postgres.url('optuna')}", "study_name=killed", "n_trials=10", "tracking=server",
         f"tracking.uri={server.uri}", "baselines=none", "experiment_name=killed_machine",
@@ -195,7 +189,7 @@ def test_unreachable_tracking_server_stops_before_any_training(servers, tmp_path
 def test_tracking_server_going_away_keeps_the_results(servers, tmp_path):
     postgres, _ = servers
     doomed = MlflowServer.start(postgres.url("mlflow"), tmp_path / "artifacts", tmp_path / "mlflow.log", workers=1)
-    spec = sweep_file(tmp_path, pruner={"name": "none"})
+    spec = sweep_file(tmp_path, pruner="none")
     sweep = start_sweep(
         spec, tmp_path / "machine", f"storage={postgres.url('optuna')}", "study_name=server_gone", "n_trials=200",
         "tracking=server", f"tracking.uri={doomed.uri}", "baselines=none", "trainer.epochs=200",
@@ -227,7 +221,7 @@ def test_after_a_tracking_fault_mlflow_agrees_with_the_study_again(servers, tmp_
     postgres, _ = servers
     log = tmp_path / "mlflow.log"
     server = MlflowServer.start(postgres.url("mlflow"), tmp_path / "artifacts", log, workers=1)
-    spec = sweep_file(tmp_path, pruner={"name": "none"})
+    spec = sweep_file(tmp_path, pruner="none")
     args = [
         f"storage={postgres.url('optuna')}", "study_name=fault", "n_trials=16", "tracking=server",
         f"tracking.uri={server.uri}", "baselines=none", "trainer.epochs=100", "experiment_name=fault",

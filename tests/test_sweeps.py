@@ -13,7 +13,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from mlflow.entities import ViewType
 from optuna.trial import TrialState
 
@@ -22,7 +21,7 @@ from src.sweeps.spec import load_spec
 from src.sweeps.storage import journal_path, open_storage
 from src.sweeps.study import counted_trials
 from src.sweeps.trial_runs import RUN_ID_ATTR
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, write_sweep
 
 SWEEPS = ROOT / "sweeps"
 
@@ -42,39 +41,33 @@ def runs_of(client, experiment_name: str):
 
 
 # ------------------------------------------------------------------ bad files
-def write_sweep(tmp_path: Path, **changes) -> Path:
-    spec = yaml.safe_load((SWEEPS / "xor_lr_activation.yaml").read_text())
-    for key, value in changes.items():
-        if value is None:
-            spec.pop(key, None)
-        else:
-            spec[key] = value
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-LR = {"type": "float", "low": 0.001, "high": 1.0, "log": True}
+LR = "tag(log, interval(0.001, 1.0))"
 BAD_FILES = [
     ({"params": {"optimizer.learning_rat": LR}}, "params.optimizer.learning_rat is not a config key"),
-    ({"params": {"optimizer.learning_rate": {**LR, "low": 1.0, "high": 0.1}}}, "low=1.0 is greater than high=0.1"),
-    ({"params": {"optimizer.learning_rate": {**LR, "low": 0.0}}}, "log range needs low > 0"),
-    ({"params": {"dropout.rate": {"type": "float", "low": 0.0, "high": 1.0}}}, "dropout.rate=1.0"),
-    ({"params": {"optimizer": {"type": "categorical", "choices": ["adam", "adamm"]}}}, "optimizer='adamm'"),
-    ({"params": {"model.activation": {"type": "categorical", "choices": []}}}, "non-empty list"),
-    ({"params": {"model.activation": {"type": "choice", "choices": ["relu"]}}}, "float, int or categorical"),
-    ({"sampler": {"name": "bogus"}}, "unknown sampler 'bogus'"),
-    ({"sampler": {"name": "tpe", "n_startup": 3}}, "sampler tpe"),
-    ({"pruner": {"name": "bogus"}}, "unknown pruner 'bogus'"),
-    ({"pruner": {"name": "median", "warmup": 3}}, "pruner median"),
-    ({"objective": {"metric": "train_loss", "direction": "down"}}, "bad direction 'down'"),
-    ({"objective": {"metric": "train_los", "direction": "minimize"}}, "bad objective metric 'train_los'"),
-    ({"objective": {"metric": "val_accuracy", "direction": "maximize"}}, "needs a validation split"),
-    ({"objective": None, "objectives": [{"metric": "train_loss", "direction": "minimize"},
-                                        {"metric": "n_params", "direction": "minimize"}]}, "cannot prune"),
+    ({"params": {"optimizer.learning_rate": "interval(1.0, 0.1)"}}, "low=1.0 is greater than high=0.1"),
+    ({"params": {"optimizer.learning_rate": "tag(log, interval(0.0, 1.0))"}}, "log range needs low > 0"),
+    ({"params": {"optimizer.learning_rate": "tag(lg, interval(0.1, 1.0))"}}, "unknown tag lg"),
+    ({"params": {"dropout.rate": "interval(0.0, 1.0)"}}, "dropout.rate=1.0"),
+    ({"params": {"optimizer": "choice(adam, adamm)"}}, "optimizer='adamm'"),
+    ({"params": {"model.activation": "choice(relu"}}, "params.model.activation: cannot parse"),
+    ({"params": {}}, "nothing to search: give hydra.sweeper.params"),
+    ({"params": {"model.activation": "relu"}}, "nothing to search"),
+    ({"sampler": "bogus"}, "unknown sampler 'bogus'"),
+    ({"sampler": {"_target_": "optuna.samplers.BogusSampler"}}, "unsupported sampler optuna.samplers.BogusSampler"),
+    ({"sampler": {"_target_": "optuna.samplers.TPESampler", "n_startup": 3}}, "sampler tpe"),
+    ({"pruner": "bogus"}, "unknown pruner 'bogus'"),
+    ({"pruner": {"_target_": "optuna.pruners.MedianPruner", "warmup": 3}}, "pruner median"),
+    ({"direction": "down"}, "bad direction 'down'"),
+    ({"direction": ["minimize", "minimize"]}, "optimized_metric names 1 metric(s) and hydra.sweeper.direction 2"),
+    ({"top": {"optimized_metric": "train_los"}}, "bad objective metric 'train_los'"),
+    ({"top": {"optimized_metric": "val_accuracy"}, "direction": "maximize"}, "needs a validation split"),
+    ({"top": {"optimized_metric": ["train_loss", "n_params"]}, "direction": ["minimize", "minimize"]},
+     "cannot prune"),
     ({"n_trials": 0}, "n_trials=0"),
-    ({"trials": 5}, "unknown key trials"),
-    ({"experiment": "nope"}, "experiment='nope'"),
+    ({"n_jobs": 2, "workers": 3}, "workers=3 and n_jobs=2 say the same thing"),
+    ({"trials": 5}, "unknown hydra.sweeper key trials"),
+    ({"top": {"defaults": [{"/experiment": "nope"}, {"override /hydra/sweeper": "mlplab"}]}},
+     "Could not find 'experiment/nope'"),
 ]
 
 
@@ -96,7 +89,7 @@ def test_shipped_sweeps_are_valid():
 
 
 def test_bad_sweep_file_on_the_command_line_runs_no_trial(tmp_path):
-    path = write_sweep(tmp_path, sampler={"name": "bogus"})
+    path = write_sweep(tmp_path, sampler="bogus")
     result = run_cli("src.sweep", str(path), cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -325,11 +318,10 @@ def test_multi_objective_sweep_gives_a_pareto_front(tmp_path, client):
 def test_every_sampler_and_pruner_builds(tmp_path, sampler, pruner):
     from src.sweeps.study import make_pruner, make_sampler
 
-    params = {"trainer.batch_size": {"type": "int", "low": 1, "high": 4}}
+    params = {"trainer.batch_size": "range(1, 5)"}
     if sampler != "grid":
         params["optimizer.learning_rate"] = LR
-    spec = load_spec(write_sweep(tmp_path, params=params, sampler={"name": sampler, "seed": 0},
-                                 pruner={"name": pruner}))
+    spec = load_spec(write_sweep(tmp_path, params=params, sampler={"name": sampler, "seed": 0}, pruner=pruner))
     assert type(make_sampler(spec)).__name__.lower().startswith(sampler[:3])
     assert make_pruner(spec, epochs=50) is not None
 

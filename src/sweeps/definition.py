@@ -1,6 +1,7 @@
 """What a checked sweep definition holds: the search space, objectives and
 settings, as plain frozen dataclasses. :mod:`src.sweeps.spec` reads and checks a
-file into them; :mod:`src.sweeps.study` builds Optuna's objects from them."""
+sweep (a file, or the Hydra sweeper's settings) into them; :mod:`src.sweeps.study`
+builds Optuna's objects from them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# Each sampler and pruner a sweep may name, and its Optuna class (a Hydra config
+# names the class: _target_: optuna.samplers.TPESampler).
+SAMPLER_CLASSES = {
+    "tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
+    "grid": "GridSampler", "nsgaii": "NSGAIISampler",
+}
+PRUNER_CLASSES = {
+    "median": "MedianPruner", "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner", "none": "NopPruner",
+}
 
 
 @dataclass(frozen=True)
@@ -43,22 +55,30 @@ class SweepSpec:
     """A checked sweep definition.
 
     Attributes:
-        report_metric: Per-epoch metric the pruner watches (single objective only).
+        label: How messages name the sweep ("sweep xor_lr_activation.yaml").
+        path: The file it was read from; None for a search space given on the
+            command line of ``python -m src.train -m``.
+        experiment: The MLflow experiment its trials are filed under.
+        base: Overrides that choose what every trial starts from: the
+            experiment, or the ``hparams_search`` config, and fixed values.
+        extra_overrides: Overrides from the command line, applied to every trial.
     """
 
-    path: Path
+    label: str
+    path: Path | None
     study_name: str
     experiment: str
-    overrides: tuple[str, ...]
+    base: tuple[str, ...]
     params: tuple[Param, ...]
     objectives: tuple[Objective, ...]
     n_trials: int | None
     timeout: float | None
     sampler: dict[str, Any]
     pruner: dict[str, Any]
+    storage: str | None = None
+    workers: int = 1
     heartbeat_interval: int = 10
     heartbeat_grace: int = 30
-    description: str = ""
     extra_overrides: tuple[str, ...] = field(default=())
 
     @property
@@ -70,8 +90,8 @@ class SweepSpec:
         return [o.direction for o in self.objectives]
 
     def base_overrides(self) -> list[str]:
-        """Overrides shared by every trial: experiment, fixed ones, the command line's."""
-        return [f"+experiment={self.experiment}", *self.overrides, *self.extra_overrides]
+        """Overrides shared by every trial."""
+        return [*self.base, *self.extra_overrides]
 
     def trial_overrides(self, values: Mapping[str, Any]) -> list[str]:
         """The full override list of a trial with the sampled ``values``."""

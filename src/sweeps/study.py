@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from src.errors import ConfigError, first_line
-from src.sweeps.definition import Param, SweepSpec
+from src.sweeps.definition import PRUNER_CLASSES, SAMPLER_CLASSES, Param, SweepSpec
 
 FAILED_FOR_GOOD = "failed_for_good"
 """User attr of a trial that failed on its own config (NaN loss, bad combination).
@@ -35,39 +35,26 @@ def make_sampler(
     seed = settings.pop("seed", None)
     if seed is not None and (worker or trials_before or machine):
         seed = zlib.crc32(f"{seed}:{worker}:{trials_before}:{machine}".encode()) & 0x7FFFFFFF
-    samplers = optuna.samplers
-    factories = {
-        "tpe": samplers.TPESampler,
-        "random": samplers.RandomSampler,
-        "cmaes": samplers.CmaEsSampler,
-        "qmc": samplers.QMCSampler,
-        "nsgaii": samplers.NSGAIISampler,
-    }
+    if name == "grid":
+        settings["search_space"] = grid_space(spec.params)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if name == "grid":
-                return samplers.GridSampler(grid_space(spec.params), seed=seed, **settings)
-            return factories[name](seed=seed, **settings)
+            return getattr(optuna.samplers, SAMPLER_CLASSES[name])(seed=seed, **settings)
     except (TypeError, ValueError, ImportError) as exc:
-        raise ConfigError(f"sweep {spec.path.name}: sampler {name}: {first_line(exc)}") from None
+        raise ConfigError(f"{spec.label}: sampler {name}: {first_line(exc)}") from None
 
 
 def make_pruner(spec: SweepSpec, epochs: int) -> optuna.pruners.BasePruner:
     """The sweep's pruner; Hyperband's ``max_resource`` defaults to the epochs."""
     settings = dict(spec.pruner)
     name = settings.pop("name")
-    pruners = optuna.pruners
+    if name == "hyperband":
+        settings.setdefault("max_resource", epochs)
     try:
-        if name == "none":
-            return pruners.NopPruner(**settings)
-        if name == "hyperband":
-            settings.setdefault("max_resource", epochs)
-            return pruners.HyperbandPruner(**settings)
-        factory = {"median": pruners.MedianPruner, "successive_halving": pruners.SuccessiveHalvingPruner}[name]
-        return factory(**settings)
+        return getattr(optuna.pruners, PRUNER_CLASSES[name])(**settings)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"sweep {spec.path.name}: pruner {name}: {first_line(exc)}") from None
+        raise ConfigError(f"{spec.label}: pruner {name}: {first_line(exc)}") from None
 
 
 def grid_space(params: tuple[Param, ...]) -> dict[str, list[Any]]:
