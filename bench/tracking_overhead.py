@@ -1,9 +1,10 @@
-"""How much MLflow tracking adds to training time.
+"""How much MLflow tracking, and the terminal's progress line, add to training time.
 
 For each config (by default the Iris experiment and a 5-epoch MNIST run), trains
 the same Keras model several times with and without the per-epoch MLflow logging
-that ``src.training.run`` attaches, interleaved, and prints the medians and their
-ratio. With ``--whole``, also prints what a whole tracked run of the first config
+that ``src.training.run`` attaches, and with the progress line shown from the first
+epoch (``trainer.verbose=1``, redrawn on a terminal that discards it), interleaved,
+and prints the medians and their ratios. With ``--whole``, also prints what a whole tracked run of the first config
 costs beyond training (runs, params, artifacts, logged models, evaluation).
 
     python bench/tracking_overhead.py [--repeats 7] [--whole]
@@ -23,23 +24,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from src import tracking  # noqa: E402
 from src.config import compose, validate  # noqa: E402
+from src.progress import ON, TrainingProgress  # noqa: E402
 from src.training import DivergenceGuard, build_models, load_dataset, run, seed_everything  # noqa: E402
+
+
+class NullTerminal:
+    """A terminal that shows nothing: the progress line's cost without the console's."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 DEFAULT_CONFIGS = ["+experiment=iris", "+experiment=mnist trainer.epochs=5"]
 
 
-def overhead(overrides: list[str], uri: str, experiment: str, repeats: int) -> tuple[float, float, float, str]:
+def overhead(overrides: list[str], uri: str, experiment: str, repeats: int) -> tuple[float, float, float, float, str]:
     plain = validate(compose([*overrides, f"tracking.uri={uri}"]))
     dataset = load_dataset(plain["data"])
     waits: list[float] = []
 
-    def fit_seconds(tracked: bool) -> float:
+    def fit_seconds(tracked: bool, progress: bool = False) -> float:
         seed_everything(plain["seed"])
         estimator = build_models(plain, only=["keras_mlp"])["keras_mlp"].estimator
         data = dict(validation_data=dataset.validation_data)
         if not tracked:
+            listeners = [DivergenceGuard(estimator)]
+            if progress:
+                listeners.append(TrainingProgress("keras_mlp", estimator.epochs, ON, terminal=NullTerminal()))
             started = time.perf_counter()
-            estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec, listeners=[DivergenceGuard(estimator)], **data)
+            estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec, listeners=listeners, **data)
             return time.perf_counter() - started
         with tracking.run("keras_mlp", experiment=experiment) as child:
             logger = child.epoch_logger()
@@ -53,12 +71,14 @@ def overhead(overrides: list[str], uri: str, experiment: str, repeats: int) -> t
 
     fit_seconds(False)  # warm-up: first traces and the store's first writes
     fit_seconds(True)
-    plain_times, tracked_times = [], []
-    for _ in range(repeats):  # interleaved, so drift hits both alike
+    plain_times, tracked_times, progress_times = [], [], []
+    for _ in range(repeats):  # interleaved, so drift hits them alike
         plain_times.append(fit_seconds(False))
         tracked_times.append(fit_seconds(True))
+        progress_times.append(fit_seconds(False, progress=True))
     what = f"{plain['trainer']['epochs']} epochs x {len(dataset.x_train)} rows"
-    return statistics.median(plain_times), statistics.median(tracked_times), statistics.median(waits), what
+    medians = (statistics.median(t) for t in (plain_times, tracked_times, progress_times, waits))
+    return (*medians, what)
 
 
 def main() -> None:
@@ -74,14 +94,16 @@ def main() -> None:
     tracking.connect(uri)
     experiment = tracking.experiment_id("bench", uri)
 
-    print(f"Keras training with and without per-epoch MLflow metrics, median of {args.repeats}")
+    print(f"Keras training with and without per-epoch MLflow metrics, and with the progress line, median of {args.repeats}")
     print("(training = fit; 'then waits' = writing the last batch of metrics after fit returns,")
     print(" which src.training overlaps with the model's evaluation)")
-    print(f"{'config':<38}{'size':<26}{'untracked s':>12}{'tracked s':>11}{'overhead':>10}{'then waits s':>14}")
+    print(f"{'config':<38}{'size':<26}{'untracked s':>12}{'tracked s':>11}{'overhead':>10}{'then waits s':>14}"
+          f"{'progress s':>12}{'overhead':>10}")
     for overrides in configs:
-        untracked, tracked, wait, what = overhead(overrides, uri, experiment, args.repeats)
+        untracked, tracked, progress, wait, what = overhead(overrides, uri, experiment, args.repeats)
         print(f"{' '.join(overrides):<38}{what:<26}{untracked:>12.3f}{tracked:>11.3f}"
-              f"{(tracked / untracked - 1) * 100:>9.1f}%{wait:>14.3f}", flush=True)
+              f"{(tracked / untracked - 1) * 100:>9.1f}%{wait:>14.3f}"
+              f"{progress:>12.3f}{(progress / untracked - 1) * 100:>9.1f}%", flush=True)
 
     if args.whole:
         cfg = compose([*configs[0], f"tracking.uri={uri}"])

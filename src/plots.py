@@ -157,9 +157,13 @@ def draw_decision_boundary(
         n = dataset.n_classes
         surface = np.asarray(estimator.predict(points)).reshape(xx.shape)
         colors = ListedColormap([_CLASS_COLORS[i % len(_CLASS_COLORS)] for i in range(n)])
-        ax.contourf(xx, yy, surface, levels=np.arange(n + 1) - 0.5, cmap=colors, alpha=0.35)
+        shaded = ax.contourf(xx, yy, surface, levels=np.arange(n + 1) - 0.5, cmap=colors, alpha=0.35)
         if n > 1:
             ax.contour(xx, yy, surface, levels=np.arange(n - 1) + 0.5, colors="k", linewidths=1)
+        # A key to the shading, as the models with probabilities have: it also gives
+        # every panel of a side-by-side figure the same width.
+        bar = ax.figure.colorbar(shaded, ax=ax, ticks=np.arange(n), label="predicted class")
+        bar.ax.set_yticklabels([_class_name(dataset, i) for i in range(n)])
     else:
         surface = np.asarray(estimator.predict(points)).reshape(xx.shape)
         shaded = ax.contourf(xx, yy, surface, levels=20, cmap="viridis", alpha=0.75)
@@ -176,7 +180,9 @@ def draw_decision_boundary(
                 s=60 if len(x) <= 50 else 20,
                 label=_class_name(dataset, int(label)),
             )
-        ax.legend(loc="best", fontsize="small")
+        # Below the panel, where it hides neither the points nor the boundary.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=min(len(np.unique(y)), 5),
+                  fontsize="small", frameon=False)
     names = dataset.feature_names or ("x1", "x2")
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])

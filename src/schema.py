@@ -273,7 +273,7 @@ class Trainer(Node):
     batch_size: PositiveInt | None = None
     loss: Loss | None = None
     shuffle: bool = None
-    verbose: choice(0, 1, 2) = None  # type: ignore[valid-type]
+    verbose: choice(0, 1, 2) | None = None  # type: ignore[valid-type]
     engine: Literal["auto", "fit", "compiled"] = None
     jit_compile: choice("auto", True, False) = None  # type: ignore[valid-type]
     divergence_factor: Annotated[Float, Gt(1)] | None = None
@@ -296,7 +296,6 @@ class KerasMLP(Node):
     epochs: Any = wired("trainer.epochs")
     batch_size: Any = wired("trainer.batch_size")
     shuffle: Any = wired("trainer.shuffle")
-    verbose: Any = wired("trainer.verbose")
     early_stopping: Any = wired("trainer.early_stopping")
     engine: Any = wired("trainer.engine")
     jit_compile: Any = wired("trainer.jit_compile")

@@ -22,6 +22,7 @@ from src.config import validate
 from src.data import Dataset
 from src.errors import ConfigError, DivergenceError, MlplabError, first_line
 from src.listeners import EpochListener
+from src.progress import TrainingProgress, announced
 from src.models.backend import seed_everything
 from src.results import Metrics, RunResult, comparison_table
 from src.schema import resolve_loss, wired_keys
@@ -92,6 +93,17 @@ class DivergenceGuard(EpochListener):
             raise DivergenceError(self.last_epoch, None, "the weights became non-finite")
 
 
+METRICS_NOTE = (
+    "**Final metrics** (`train_loss`, `train_accuracy`, `val_*`, `test_*`): the trained model scored "
+    "once on each whole split after training, with dropout off.\n\n"
+    "**Per-epoch curves** (`loss`, `accuracy`, and `val_loss`, `val_accuracy` with step = epoch; models "
+    "trained epoch by epoch): `loss` is the training loss averaged over each epoch's batches while the "
+    "weights were still moving, with dropout on, so the last epoch's `loss` is not `train_loss`; "
+    "`val_*` are scored at each epoch's end."
+)
+"""The description of each model's run: the two losses a student sees side by side."""
+
+
 def run(
     cfg: DictConfig | Mapping[str, Any],
     *,
@@ -125,12 +137,14 @@ def run(
     plain = validate(cfg)
     if plain["lesson"] is not None:
         raise ConfigError(f"{plain['experiment_name']} is a lesson without a dataset: run it with src.lessons.run")
-    dataset = load_dataset(plain["data"])
+    with announced(f"loading {plain['data'].get('name') or 'the data'}"):
+        dataset = load_dataset(plain["data"])
     loss = resolve_loss(plain["trainer"]["loss"], dataset.task)  # a loss that misfits fails here, before any run
 
     from src import tracking  # MLflow is imported only once the config is known good
 
-    experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
+    with announced(f"opening the tracking store {tracking.redact(plain['tracking']['uri'])}"):
+        experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
     if plots_enabled(plain):
         from src.plots import prepare_in_background
 
@@ -198,6 +212,7 @@ def _run_models(
             experiment=experiment,
             parent_run_id=parent.run_id,
             tags={"model": name, "flavor": model.estimator.flavor, "data": dataset.name},
+            description=METRICS_NOTE,
         ) as child:
             log_data(child)
             results[name] = _train_and_log(name, model, dataset, child, model.params, listeners, plain)
@@ -233,16 +248,21 @@ def _train_and_log(
     log.info("%s: training on %d samples ...", name, len(dataset.x_train))
     if estimator.flavor == "keras":
         seed_everything(plain["seed"])
+    progress = training_progress(name, estimator, plain["trainer"].get("verbose"))
     started = time.perf_counter()
     metrics = None
     try:
-        estimator.fit(
-            dataset.x_train,
-            dataset.y_train,
-            spec=dataset.spec,
-            validation_data=dataset.validation_data,
-            listeners=[epoch_logger, divergence_guard(estimator, plain["trainer"]), *listeners],
-        )
+        try:
+            estimator.fit(
+                dataset.x_train,
+                dataset.y_train,
+                spec=dataset.spec,
+                validation_data=dataset.validation_data,
+                listeners=[epoch_logger, divergence_guard(estimator, plain["trainer"]), *listeners, *progress],
+            )
+        finally:
+            for shown in progress:
+                shown.close()
         fit_seconds = time.perf_counter() - started
         _report_fit_warnings(name, estimator, tracked)
         epoch_logger.send()  # the last per-epoch metrics are written while the model is evaluated
@@ -257,9 +277,11 @@ def _train_and_log(
         if plots_enabled(plain):
             from src.plots import model_figures
 
-            tracked.log_figures(model_figures(estimator, dataset))
+            with announced(f"{name}: drawing its plots"):
+                tracked.log_figures(model_figures(estimator, dataset))
         if plain["tracking"]["log_models"]:
-            tracked.log_model(estimator, dataset.x_train[:5])
+            with announced(f"{name}: logging the model"):
+                tracked.log_model(estimator, dataset.x_train[:5])
     log.info("%s: done in %.2f s", name, fit_seconds)
     return metrics
 
@@ -302,6 +324,13 @@ def instantiate_node(path: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
         if isinstance(cause, MlplabError):
             raise cause from None
         raise ConfigError(f"cannot build {path} ({node['_target_']}): {first_line(cause)}") from None
+
+
+def training_progress(name: str, estimator: Estimator, verbose: int | None) -> list[TrainingProgress]:
+    """The listener that shows ``estimator``'s training on the terminal, if any:
+    none for ``trainer.verbose=0`` or a model that tells no progress."""
+    epochs = estimator.progress_epochs()
+    return [] if verbose == 0 or not epochs else [TrainingProgress(name, epochs, verbose)]
 
 
 def divergence_guard(estimator: Estimator, trainer: Mapping[str, Any]) -> DivergenceGuard:

@@ -3,7 +3,6 @@ per-epoch losses, and the same callbacks acting on it (listeners, early stopping
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
@@ -173,13 +172,6 @@ def test_auto_engine_and_xla_choices():
     assert estimator.resolved_jit_compile(54000, 32)  # MNIST-sized
     estimator.dropout_rate = 0.2
     assert estimator.resolved_jit_compile(54000, 32)  # dropout too: its masks are ThreeFry's under XLA
-
-
-def test_verbose_compiled_training_prints_a_line_per_epoch(capsys):
-    trained("+experiment=xor", "trainer.epochs=3", "trainer.verbose=2", engine="compiled")
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
-    assert len(lines) == 3
-    assert re.fullmatch(r"Epoch 1/3 - accuracy: [\d.]+ - loss: [\d.]+", lines[0])
 
 
 def test_models_of_one_structure_share_a_traced_program_but_no_weights():

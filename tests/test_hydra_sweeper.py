@@ -11,7 +11,7 @@ from mlflow.entities import ViewType
 from optuna.trial import TrialState
 
 from src.config import Composer
-from tests.conftest import ROOT, run_cli, write_sweep
+from tests.conftest import ROOT, finish, run_cli, start_cli, write_sweep
 from tests.test_sweeps import load_study
 
 
@@ -29,11 +29,24 @@ def test_every_shipped_sweep_is_an_hparams_search_option():
         assert composer.group_options("hparams_search") == sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
 
-def test_the_done_means_command_leaves_one_sweep_run_with_six_nested_trials(tmp_path, client):
-    result = run_cli(
-        "src.train", "-m", "hparams_search=xor_lr_activation", "hydra.sweeper.n_trials=6",
-        "experiment_name=hydra_done", cwd=tmp_path,
-    )
+@pytest.fixture(scope="module")
+def two_hydra_sweeps(tmp_path_factory):
+    """The issue's command and a search space on the command line, started together
+    (two sweep commands at once, as a user may start them)."""
+    done, by_hand = tmp_path_factory.mktemp("done"), tmp_path_factory.mktemp("by_hand")
+    started = [
+        start_cli("src.train", "-m", "hparams_search=xor_lr_activation", "hydra.sweeper.n_trials=6",
+                  "experiment_name=hydra_done", cwd=done),
+        start_cli("src.train", "-m", "+experiment=xor", "hydra/sweeper=mlplab", "hydra.sweeper.n_trials=4",
+                  "hydra.sweeper.study_name=by_hand", "optimizer.learning_rate=tag(log, interval(0.001, 1))",
+                  "model.activation=choice(relu, tanh)", "trainer.epochs=30", "experiment_name=hydra_space",
+                  cwd=by_hand),
+    ]
+    return [(cwd, finish(process)) for cwd, process in zip((done, by_hand), started)]
+
+
+def test_the_done_means_command_leaves_one_sweep_run_with_six_nested_trials(two_hydra_sweeps, client):
+    tmp_path, result = two_hydra_sweeps[0]
     assert result.returncode == 0, result.stderr
     assert re.search(r"^trial 6/6 ", result.stdout, re.M) and "Best config:" in result.stdout
     assert "[HYDRA]" not in result.stdout + result.stderr
@@ -54,13 +67,13 @@ def test_a_sweep_launched_each_way_gives_the_same_study_and_runs(tmp_path, clien
     common = ["trainer.epochs=40", "baselines=none"]
     for way in ("sweep", "hydra"):
         (tmp_path / way).mkdir()
-    by_sweep = run_cli("src.sweep", str(path), *common, "experiment_name=both_sweep", cwd=tmp_path / "sweep")
-    assert by_sweep.returncode == 0, by_sweep.stderr
-    by_hydra = run_cli(
+    by_sweep = start_cli("src.sweep", str(path), *common, "experiment_name=both_sweep", cwd=tmp_path / "sweep")
+    by_hydra = start_cli(
         "src.train", "-m", f"hydra.searchpath=[file://{tmp_path}]", "hparams_search=xor_eager", *common,
         "experiment_name=both_hydra", cwd=tmp_path / "hydra",
     )
-    assert by_hydra.returncode == 0, by_hydra.stderr
+    for result in (finish(by_sweep), finish(by_hydra)):
+        assert result.returncode == 0, result.stderr
 
     studies = [load_study(tmp_path / way, "xor_eager") for way in ("sweep", "hydra")]
     rows = [[(t.state, t.params, t.value) for t in study.trials] for study in studies]
@@ -81,13 +94,8 @@ def test_a_sweep_launched_each_way_gives_the_same_study_and_runs(tmp_path, clien
     assert shapes[0] == shapes[1]
 
 
-def test_a_search_space_on_the_command_line(tmp_path, client):
-    result = run_cli(
-        "src.train", "-m", "+experiment=xor", "hydra/sweeper=mlplab", "hydra.sweeper.n_trials=4",
-        "hydra.sweeper.study_name=by_hand", "optimizer.learning_rate=tag(log, interval(0.001, 1))",
-        "model.activation=choice(relu, tanh)", "trainer.epochs=30",
-        "experiment_name=hydra_space", cwd=tmp_path,
-    )
+def test_a_search_space_on_the_command_line(two_hydra_sweeps, client):
+    tmp_path, result = two_hydra_sweeps[1]
     assert result.returncode == 0, result.stderr
     assert "goal:   minimize train_loss over optimizer.learning_rate, model.activation" in result.stdout
     study = load_study(tmp_path, "by_hand")

@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from sklearn.linear_model import LinearRegression, LogisticRegression, Perceptron
 from sklearn.neural_network import MLPClassifier
 
@@ -86,6 +87,23 @@ def test_decision_boundary_separates_what_the_model_separates():
         assert (probability[row, column] > 0.5) == bool(label)
     shaded = [c for c in panels[0].collections if c.get_array() is not None]
     assert shaded, "the probability surface is drawn"
+
+
+def test_side_by_side_boundaries_have_equal_panels_and_legends_that_hide_nothing():
+    dataset = Dataset("xor", "binary", XOR_X, XOR_Y)
+    model = NumpyMLP([4], activation="tanh", learning_rate=0.5, epochs=500, batch_size=None, seed=1).fit(XOR_X, XOR_Y)
+    figure = plots.decision_boundaries({"mlp": model, "perceptron": fitted(Perceptron(), dataset)}, dataset)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # lays the figure out
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    widths = [ax.get_position().width for ax in panels]
+    assert widths[0] == pytest.approx(widths[1], rel=0.01)  # the Perceptron's panel has a key too
+    perceptron_bar = [ax for ax in figure.axes if ax.get_ylabel() == "predicted class"]
+    assert perceptron_bar and [t.get_text() for t in perceptron_bar[0].get_yticklabels()] == ["0", "1"]
+    renderer = canvas.get_renderer()
+    for ax in panels:
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert legend.y1 <= ax.get_window_extent(renderer).y0  # below the panel, over none of it
 
 
 def test_weight_histograms_show_start_and_end():

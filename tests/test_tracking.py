@@ -83,6 +83,11 @@ def test_keras_child_has_per_epoch_history(xor_run, client):
         assert sorted(m.step for m in history) == list(range(1, 101))
     losses = [m.value for m in sorted(client.get_metric_history(run_id, "loss"), key=lambda m: m.step)]
     assert losses[-1] < losses[0]
+    # the run's description, shown on its page, says why the last loss is not train_loss
+    description = children["keras_mlp"].data.tags["mlflow.note.content"]
+    assert "`loss` is the training loss averaged over each epoch's batches" in description
+    assert "so the last epoch's `loss` is not `train_loss`" in description
+    assert all(c.data.tags["mlflow.note.content"] == description for c in children.values())
 
 
 def test_models_are_logged_with_their_flavors(xor_run, client):

@@ -126,10 +126,11 @@ def test_mlflow_ui_shows_the_runs_their_metrics_and_plots(xor_runs, page, tmp_pa
         screenshot(page, tmp_path, "mlflow_ui_runs.png")
 
         page.goto(f"{address}/#/experiments/{experiment_id}/runs/{children['keras_mlp']}")
-        metrics = page.get_by_text("Metrics (", exact=False)
-        metrics.wait_for()
+        page.get_by_role("heading", name=re.compile(r"^Metrics \(")).wait_for()
         for metric in ("train_accuracy", "train_loss", "fit_seconds"):
             page.get_by_text(metric, exact=True).first.wait_for()
+        # its description says why the last epoch's loss is not train_loss
+        page.get_by_text("so the last epoch's", exact=False).first.wait_for()
         # the data it trained on: a dataset input named xor, its digest the data fingerprint
         page.get_by_text(f"{parent.data.tags['data_fingerprint']}-train", exact=False).first.wait_for()
         screenshot(page, tmp_path, "mlflow_ui_run.png")

@@ -155,6 +155,11 @@ class Estimator(BaseEstimator, abc.ABC):
         """Figures that describe the fitted model itself, such as its parameter count."""
         return {}
 
+    def progress_epochs(self) -> int | None:
+        """How many epochs a fit runs (at most), for its progress line; None for a
+        model that tells no progress."""
+        return None
+
     def history_epochs(self) -> list[int]:
         """The epoch (from 1) of each value in :attr:`history_`: every epoch, unless
         the model records only some of a long training's epochs."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import re
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,6 +14,11 @@ from src.data.dataset import DataSpec, InputScaling
 from src.errors import ConfigError
 from src.listeners import EpochListener
 from src.models.base import Estimator
+from src.progress import OutputProgress
+
+# What scikit-learn's iteration-based estimators print with verbose on, an epoch at a time.
+_MLP_ITERATION = re.compile(r"^Iteration (?P<epoch>\d+), loss = (?P<loss>[-+.\deE]+)")
+_SGD_EPOCH = re.compile(r"^-- Epoch (?P<epoch>\d+)")
 
 
 class SklearnBaseline(Estimator):
@@ -60,7 +68,7 @@ class SklearnBaseline(Estimator):
             scaler = FrozenEstimator(fitted_scaler(spec.scaling, spec.feature_names))
             self.model_ = Pipeline([("input_scaling", scaler), ("model", self.estimator_)])
         try:
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings(record=True) as caught, self._telling_progress(listeners):
                 warnings.simplefilter("always", ConvergenceWarning)
                 self.model_.fit(self._frame(x), y)
         except InvalidParameterError as exc:
@@ -75,6 +83,30 @@ class SklearnBaseline(Estimator):
         if curve is not None:
             self.history_ = {"loss": [float(v) for v in curve]}
         return self
+
+    def progress_epochs(self) -> int | None:
+        return self.estimator.get_params().get("max_iter") if _progress_patterns(self.estimator) else None
+
+    @contextlib.contextmanager
+    def _telling_progress(self, listeners: Sequence[EpochListener]) -> Iterator[None]:
+        """Turns the estimator's own progress output (``verbose``, on for the fit
+        only) into the listeners' ``on_progress``, for the estimators that have one."""
+        patterns = _progress_patterns(self.estimator_)
+        listeners = [l for l in listeners if type(l).on_progress is not EpochListener.on_progress]
+        if not patterns or not listeners:
+            yield
+            return
+        verbose = self.estimator_.get_params()["verbose"]
+        self.estimator_.set_params(verbose=1)
+        # A one-vs-rest fit's joblib then reports its threads on stderr: those lines go.
+        quiet_joblib = OutputProgress([], [], passing=sys.stderr, dropping=("[Parallel(",))
+        try:
+            with contextlib.redirect_stdout(OutputProgress(patterns, listeners)), \
+                    contextlib.redirect_stderr(quiet_joblib):
+                yield
+        finally:
+            quiet_joblib.close()
+            self.estimator_.set_params(verbose=verbose)  # the logged model keeps its settings
 
     def _log_flavor(self, **kwargs: Any) -> None:
         import mlflow.sklearn
@@ -145,3 +177,15 @@ def fitted_scaler(scaling: InputScaling, feature_names: Sequence[str] = ()) -> A
     if feature_names:
         scaler.feature_names_in_ = np.asarray(feature_names, dtype=object)
     return scaler
+
+
+def _progress_patterns(estimator: Any) -> list[re.Pattern[str]]:
+    """The lines that tell an epoch of ``estimator``'s fit, if it prints any."""
+    from sklearn.linear_model import Perceptron, SGDClassifier, SGDRegressor
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    if isinstance(estimator, (MLPClassifier, MLPRegressor)):
+        return [_MLP_ITERATION]
+    if isinstance(estimator, (Perceptron, SGDClassifier, SGDRegressor)):
+        return [_SGD_EPOCH]
+    return []

@@ -90,7 +90,6 @@ class KerasMLP(Estimator):
         epochs: int = 100,
         batch_size: int | None = None,
         shuffle: bool = True,
-        verbose: int = 0,
         early_stopping: Mapping[str, Any] | None = None,
         engine: str = "auto",
         jit_compile: bool | str = "auto",
@@ -107,7 +106,6 @@ class KerasMLP(Estimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.verbose = verbose
         self.early_stopping = early_stopping
         self.engine = engine
         self.jit_compile = jit_compile
@@ -194,8 +192,6 @@ class KerasMLP(Estimator):
         if self.resolved_engine(x) == "compiled":
             from src.models.compiled import CompiledLoop
 
-            if self.verbose:
-                callbacks.append(_EpochPrinter(self.epochs))
             loop = CompiledLoop(
                 self.model_,
                 batch_size=batch_size,
@@ -220,10 +216,13 @@ class KerasMLP(Estimator):
                 shuffle=shuffle,
                 validation_data=validation,
                 callbacks=callbacks,
-                verbose=self.verbose,
+                verbose=0,  # progress is a listener's, whichever engine trains
             ).history
         self.history_ = {k: [float(v) for v in values] for k, values in history.items()}
         return self
+
+    def progress_epochs(self) -> int:
+        return self.epochs
 
     def resolved_engine(self, x: np.ndarray) -> str:
         """``fit`` or ``compiled``: what ``engine`` means for training inputs like ``x``."""
@@ -353,18 +352,6 @@ class _ListenerBridge(keras.callbacks.Callback):
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         for listener in self.listeners:
             listener.on_train_end()
-
-
-class _EpochPrinter(keras.callbacks.Callback):
-    """One line per epoch for ``verbose`` runs of the compiled engine, as Keras's ``verbose=2``."""
-
-    def __init__(self, epochs: int) -> None:
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        values = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items())
-        print(f"Epoch {epoch + 1}/{self.epochs} - {values}", flush=True)
 
 
 class _KerasFlavor:

@@ -233,6 +233,9 @@ class NumpyMLP(Estimator):
     def native(self) -> NumpyMLP:
         return self
 
+    def progress_epochs(self) -> int:
+        return self.epochs
+
     def history_epochs(self) -> list[int]:
         return list(self.recorded_epochs_)
 

@@ -25,8 +25,12 @@ from src.training import main_model_name, run
 
 # Trials train the Keras model only (baselines are trained once per sweep) and log
 # no model files or plots (the sweep run has Optuna's) and register nothing; the best
-# config, re-run through src.train, logs all of them and registers its model.
-TRIAL_OVERRIDES = ("baselines=none", "tracking.log_models=false", "tracking.plots=false", "tracking.register=false")
+# config, re-run through src.train, logs all of them and registers its model. A trial
+# prints no progress: the sweep shows its own.
+TRIAL_OVERRIDES = (
+    "baselines=none", "tracking.log_models=false", "tracking.plots=false", "tracking.register=false",
+    "trainer.verbose=0",
+)
 
 
 class PruningReporter(EpochListener):
