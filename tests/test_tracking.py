@@ -15,7 +15,7 @@ from src import tracking
 from src.config import compose
 from src.errors import DivergenceError
 from src.training import git_commit, run
-from tests.conftest import run_cli
+from tests.conftest import finish, start_cli
 
 MODELS = ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
 
@@ -191,8 +191,24 @@ def test_redaction_hides_passwords():
     assert tracking.redact("sqlite:///mlruns/mlflow.db") == "sqlite:///mlruns/mlflow.db"
 
 
-def test_cli_runs_the_main_job_and_prints_the_comparison(tmp_path):
-    result = run_cli("src.train", "+experiment=xor", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """Three src.train commands a user might start side by side, run at once: the
+    main job, a multirun over seeds, and a training whose loss becomes NaN."""
+    commands = {
+        "main": ["+experiment=xor"],
+        "multirun": ["-m", "+experiment=xor", "seed=3,4", "experiment_name=xor_multirun", "trainer.epochs=3",
+                     "baselines=none", "tracking.log_models=false"],
+        "diverging": ["+experiment=iris", "optimizer=sgd", "optimizer.learning_rate=1e6", "trainer.epochs=20",
+                      "trainer.divergence_factor=null", "experiment_name=diverging_cli"],
+    }
+    folders = {name: tmp_path_factory.mktemp(name) for name in commands}
+    started = {name: start_cli("src.train", *args, cwd=folders[name]) for name, args in commands.items()}
+    return {name: (folders[name], finish(process)) for name, process in started.items()}
+
+
+def test_cli_runs_the_main_job_and_prints_the_comparison(cli_runs):
+    tmp_path, result = cli_runs["main"]
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # quiet: TensorFlow's C++ lines go to its log file
     assert "absl::InitializeLog" in (tmp_path / "mlruns" / "logs" / "tensorflow.log").read_text()
@@ -203,22 +219,16 @@ def test_cli_runs_the_main_job_and_prints_the_comparison(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_cli_multirun_over_seeds(tmp_path, client):
-    result = run_cli(
-        "src.train", "-m", "+experiment=xor", "seed=3,4", "experiment_name=xor_multirun",
-        "trainer.epochs=3", "baselines=none", "tracking.log_models=false", cwd=tmp_path,
-    )
+def test_cli_multirun_over_seeds(cli_runs, client):
+    _, result = cli_runs["multirun"]
     assert result.returncode == 0, result.stderr
     experiment = client.get_experiment_by_name("xor_multirun")
     parents = client.search_runs([experiment.experiment_id], "tags.experiment = 'xor_multirun'")
     assert sorted(r.data.tags["seed"] for r in parents) == ["3", "4"]
 
 
-def test_cli_non_finite_loss_exits_nonzero_without_traceback(tmp_path):
-    result = run_cli(
-        "src.train", "+experiment=iris", "optimizer=sgd", "optimizer.learning_rate=1e6",
-        "trainer.epochs=20", "trainer.divergence_factor=null", "experiment_name=diverging_cli", cwd=tmp_path,
-    )
+def test_cli_non_finite_loss_exits_nonzero_without_traceback(cli_runs):
+    _, result = cli_runs["diverging"]
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert len(result.stderr_lines) == 1
