@@ -78,7 +78,7 @@ class Composer:
         self.config_name = config_name
         self._context: Any = None
         self._merged: dict[tuple[str, ...], DictConfig] = {}
-        self._groups: dict[str, list[str]] = {}
+        self._groups: dict[tuple[Any, ...], list[str]] = {}
 
     def __enter__(self) -> Composer:
         GlobalHydra.instance().clear()
@@ -93,13 +93,17 @@ class Composer:
     def __exit__(self, *exc: object) -> None:
         self._context.__exit__(*exc)
 
-    def group_options(self, group: str) -> list[str]:
-        """The options of a config group (empty for a key that is not a group)."""
-        if group not in self._groups:  # Hydra lists the directory on every call
+    def group_options(self, group: str, folders: Sequence[Path] = ()) -> list[str]:
+        """The options of a config group (empty for a key that is not a group), with
+        those of folders a ``hydra.searchpath`` override adds."""
+        key = (group, *folders)
+        if key not in self._groups:  # Hydra lists the directory on every call
             loader = GlobalHydra.instance().config_loader()
             # Named, the primary config's own search path counts (a best config's does).
-            self._groups[group] = loader.get_group_options(group, config_name=self.config_name)
-        return self._groups[group]
+            options = loader.get_group_options(group, config_name=self.config_name)
+            added = [p.stem for folder in folders for p in sorted((folder / group).glob("*.yaml"))]
+            self._groups[key] = [*options, *added]
+        return self._groups[key]
 
     def primary_config(self, overrides: Sequence[str]) -> dict[str, Any]:
         """A primary config that composes as ``overrides`` do on ``conf/config.yaml``,
@@ -120,7 +124,7 @@ class Composer:
             if override.is_delete():
                 raise ConfigError(f"a config file cannot delete {key}: leave ~{key} out of its overrides")
             if key == "hparams_search":
-                search, body = self._hparams_search(override.get_value_element_as_str(), _search_path(parsed))
+                search, body = self._hparams_search(override.get_value_element_as_str(), search_folders(parsed))
                 added.extend(search)
                 values = OmegaConf.merge(values, body)
             elif key == "hydra.searchpath":
@@ -139,10 +143,10 @@ class Composer:
             **OmegaConf.to_container(values),  # type: ignore[dict-item]
         }
 
-    def _hparams_search(self, name: str, search_path: Sequence[Path]) -> tuple[list[Any], DictConfig]:
+    def _hparams_search(self, name: str, folders: Sequence[Path]) -> tuple[list[Any], DictConfig]:
         """An hparams_search config's defaults entries and values, without its Hydra settings."""
-        folders = [self.config_dir / "hparams_search", *(p / "hparams_search" for p in search_path)]
-        path = next(f / f"{name}.yaml" for f in folders if (f / f"{name}.yaml").is_file())
+        path = hparams_search_file(name, folders, self.config_dir)
+        assert path is not None  # it composed
         body = OmegaConf.load(path)
         defaults = [
             entry for entry in body.pop("defaults", [])
@@ -155,8 +159,9 @@ class Composer:
         """Composes one config; raises ConfigError for unknown options or keys."""
         overrides = list(overrides)
         parsed = parse_overrides(overrides)
+        folders = search_folders(parsed)
         for override in parsed:
-            self._check_group_choice(override, _search_path(parsed))
+            self._check_group_choice(override, folders)
         is_change = [self._is_value_change(o) for o in parsed]
         files = tuple(text for text, change in zip(overrides, is_change, strict=True) if not change)
         merged = self._merged.get(files)
@@ -195,12 +200,11 @@ class Composer:
             or isinstance(override.value(), dict)
         )
 
-    def _check_group_choice(self, override: Any, search_path: Sequence[Path] = ()) -> None:
+    def _check_group_choice(self, override: Any, folders: Sequence[Path] = ()) -> None:
         group = override.key_or_group
         if override.is_delete() or group.startswith("hydra"):
             return
-        options = self.group_options(group)
-        options = [*options, *(p.stem for folder in search_path for p in sorted((folder / group).glob("*.yaml")))]
+        options = self.group_options(group, folders)
         if not options:
             return
         values = (
@@ -242,14 +246,22 @@ class Composer:
         return ConfigError(first_line(exc))
 
 
-def _search_path(parsed: Sequence[Any]) -> list[Path]:
+def search_folders(parsed: Sequence[Any]) -> list[Path]:
     """Folders a ``hydra.searchpath=[file://...]`` override adds (a sweep file
     outside sweeps/): their group options count too."""
-    return [
-        Path(str(entry).removeprefix("file://"))
-        for o in parsed if o.key_or_group == "hydra.searchpath"
-        for entry in o.value() if str(entry).startswith("file://")
-    ]
+    return folders_of([entry for o in parsed if o.key_or_group == "hydra.searchpath" for entry in o.value()])
+
+
+def folders_of(search_path: Sequence[Any]) -> list[Path]:
+    """The folders of Hydra search-path entries (``file://DIR``; ``pkg://`` ones have none)."""
+    return [Path(str(entry).removeprefix("file://")) for entry in search_path if str(entry).startswith("file://")]
+
+
+def hparams_search_file(name: str, folders: Sequence[Path] = (), config_dir: Path = CONF_DIR) -> Path | None:
+    """The file of ``hparams_search=name``: in conf/ (that is, sweeps/), or in a folder
+    of the search path; None if there is none."""
+    candidates = [config_dir / "hparams_search", *(folder / "hparams_search" for folder in folders)]
+    return next((f / f"{name}.yaml" for f in candidates if (f / f"{name}.yaml").is_file()), None)
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[Any]:

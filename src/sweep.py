@@ -141,7 +141,7 @@ def _open(spec: SweepSpec, base_cfg: DictConfig, plain: dict[str, Any]) -> Opene
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # The tracking store first: if it cannot be reached, nothing is created or trained.
     experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
-    study, created = open_study(spec, spec.storage, plain["trainer"]["epochs"], create=True)
+    study, created = open_study(spec, plain["trainer"]["epochs"], create=True)
     if [d.name.lower() for d in study.directions] != spec.directions:
         raise ConfigError(
             f"study {spec.study_name} in {describe(spec.storage, spec.study_name)} optimizes "
@@ -211,7 +211,7 @@ def _run(opened: OpenedSweep, workers: list[Any]) -> SweepSummary:
                     parent.log_artifact(spec.path)
             deadline = time.time() + spec.timeout if spec.timeout else None
             send_jobs(workers, [
-                WorkerJob(spec, spec.storage, uri, parent.run_id, epochs, index, deadline)
+                WorkerJob(spec, uri, parent.run_id, epochs, index, deadline)
                 for index in range(len(workers))
             ])
             # Of several commands started together, the one that created the study

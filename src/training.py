@@ -22,7 +22,7 @@ from src.config import validate
 from src.data import Dataset
 from src.errors import ConfigError, DivergenceError, MlplabError, first_line
 from src.listeners import EpochListener
-from src.progress import TrainingProgress, announced
+from src.progress import OFF, TrainingProgress, announced
 from src.models.backend import seed_everything
 from src.results import Metrics, RunResult, comparison_table
 from src.schema import resolve_loss, wired_keys
@@ -330,7 +330,7 @@ def training_progress(name: str, estimator: Estimator, verbose: int | None) -> l
     """The listener that shows ``estimator``'s training on the terminal, if any:
     none for ``trainer.verbose=0`` or a model that tells no progress."""
     epochs = estimator.progress_epochs()
-    return [] if verbose == 0 or not epochs else [TrainingProgress(name, epochs, verbose)]
+    return [] if verbose == OFF or not epochs else [TrainingProgress(name, epochs, verbose)]
 
 
 def divergence_guard(estimator: Estimator, trainer: Mapping[str, Any]) -> DivergenceGuard:

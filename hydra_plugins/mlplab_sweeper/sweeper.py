@@ -17,7 +17,6 @@ and OmegaConf would have to resolve them by module name).
 
 import logging
 import sys
-from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -72,8 +71,8 @@ class MlplabSweeper(Sweeper):
 
     def _spec(self, arguments: List[str]) -> Tuple[Any, bool]:
         """The checked sweep, and whether the workers print to the terminal."""
-        from src.config import parse_overrides
-        from src.sweeps.spec import HPARAMS_SEARCH_DIR, spec_from_sweeper
+        from src.config import folders_of, hparams_search_file, parse_overrides
+        from src.sweeps.spec import spec_from_sweeper
 
         assert self.config is not None
         settings = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
@@ -88,8 +87,7 @@ class MlplabSweeper(Sweeper):
         if search_path:
             base.insert(0, f"hydra.searchpath=[{','.join(search_path)}]")
         choice = self.config.hydra.runtime.choices.get("hparams_search")
-        folders = [HPARAMS_SEARCH_DIR, *(Path(p.removeprefix("file://")) / "hparams_search" for p in search_path)]
-        path = next((f / f"{choice}.yaml" for f in folders if choice and (f / f"{choice}.yaml").is_file()), None)
+        path = hparams_search_file(choice, folders_of(search_path)) if choice else None
         spec = spec_from_sweeper(
             f"hparams_search={choice}" if choice else "hydra.sweeper",
             path,

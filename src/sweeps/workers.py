@@ -38,7 +38,6 @@ class WorkerJob:
     """What a started worker is sent once the sweep is set up (picklable)."""
 
     spec: SweepSpec
-    storage_url: str | None
     tracking_uri: str
     sweep_run_id: str
     epochs: int
@@ -76,11 +75,10 @@ class Worker:
         return self.stopped
 
 
-def open_study(
-    spec: SweepSpec, storage_url: str | None, epochs: int, *, worker: int = 0, create: bool = False
-) -> tuple[optuna.Study, bool]:
-    """Opens the sweep's study (creating it if ``create``), with its pruner and a
-    sampler seeded for this worker; trials found stale are closed and retried.
+def open_study(spec: SweepSpec, epochs: int, *, worker: int = 0, create: bool = False) -> tuple[optuna.Study, bool]:
+    """Opens the sweep's study in its storage (creating it if ``create``), with its
+    pruner and a sampler seeded for this worker; trials found stale are closed and
+    retried.
 
     Returns the study and whether this call created it. Of several processes (or
     machines) starting one sweep at once, exactly one creates the study: storages
@@ -91,7 +89,7 @@ def open_study(
     from src.sweeps.trial_runs import on_stale_trial, worker_id
 
     storage = open_storage(
-        storage_url,
+        spec.storage,
         spec.study_name,
         heartbeat_interval=spec.heartbeat_interval,
         heartbeat_grace=spec.heartbeat_grace,
@@ -116,7 +114,7 @@ def open_study(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([o.metric for o in spec.objectives])
-    shared = storage_url is not None and "://" in storage_url
+    shared = spec.storage is not None and "://" in spec.storage
     study.sampler = make_sampler(
         spec, worker, trials_before=len(study.get_trials(deepcopy=False)), machine=worker_id() if shared else ""
     )
@@ -165,7 +163,7 @@ def _optimize(job: WorkerJob) -> None:
     from src.sweeps.trial import TrialObjective
 
     tracking.connect(job.tracking_uri)
-    study, _ = open_study(job.spec, job.storage_url, job.epochs, worker=job.index)
+    study, _ = open_study(job.spec, job.epochs, worker=job.index)
     stop = StopWhenDone(job.spec.n_trials)
     if stop.done(study):
         return
