@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOISE = ("WARNING: All log messages before absl", "I0000 ", "E0000 ", "W0000 ")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def interruptible_commands():
+    """Commands the tests start answer Ctrl-C (SIGINT) as in a terminal.
+
+    A shell that starts a job in the background (``bash .ci/run &``, a scheduler's
+    job) has it ignore SIGINT, and an ignored signal stays ignored through every
+    ``exec`` below it, so the commands under test would never see the Ctrl-C the
+    tests send. A handled signal is reset to its default by ``exec``: handling it
+    here gives each command Python's own KeyboardInterrupt back.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -85,6 +104,19 @@ def finish(process: subprocess.Popen, timeout: float = 400) -> subprocess.Comple
     """Waits for a command started with :func:`start_cli`; its result as :func:`run_cli` gives it."""
     out, err = process.communicate(timeout=timeout)
     return _with_user_lines(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+
+
+def interrupt(process: subprocess.Popen, timeout: float = 30) -> int:
+    """Ctrl-C to a server command; its exit code. One that does not stop in time is
+    stopped with SIGTERM (which the commands treat as Ctrl-C) before the test fails,
+    so its server does not outlive the test."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout)
 
 
 def _with_user_lines(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import sqlite3
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from src.data.toy import load_iris
-from tests.conftest import ROOT, finish, run_cli, start_cli, write_sweep
+from tests.conftest import ROOT, finish, interrupt, run_cli, start_cli, write_sweep
 
 FAST_XOR = ["+experiment=xor", "trainer.epochs=20", "baselines=none", "tracking.plots=false"]
 
@@ -72,8 +71,7 @@ def test_a_sweep_a_training_and_the_ui_at_once_on_a_fresh_folder(tmp_path):
         )
         assert answer.status == 200 and b'"name": "xor"' in answer.read().replace(b'":"', b'": "')
     finally:
-        ui.send_signal(signal.SIGINT)
-        ui.wait(30)
+        interrupt(ui)
     runs = local_client(tmp_path).search_runs(
         [local_client(tmp_path).get_experiment_by_name("xor").experiment_id], max_results=100
     )

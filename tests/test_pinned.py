@@ -2,8 +2,10 @@
 metrics on CPU, before and after any change to the code's shape.
 
 Pinned on 2026-12-02 from ``src.training.run`` (plots and model logging off, which
-do not touch the training). Losses are compared to 1e-6 relative: a reordering
-of float32 sums may move the last digits, nothing more.
+do not touch the training). Losses are compared to 1e-5 relative: a reordering
+of float32 sums may move the last digits, and so do another CPU's kernels (an
+Iris test loss moved by 1.0e-6 relative on another machine's CPU, an AMD EPYC
+with AVX2); any change to what is trained moves them by far more.
 """
 
 from __future__ import annotations
@@ -51,6 +53,6 @@ def test_pinned_metrics(case):
         assert set(got) == set(metrics), model
         for key, value in metrics.items():
             if key.endswith("loss"):
-                assert got[key] == pytest.approx(value, rel=1e-6), f"{model}.{key}"
+                assert got[key] == pytest.approx(value, rel=1e-5), f"{model}.{key}"
             else:
                 assert got[key] == value, f"{model}.{key}"

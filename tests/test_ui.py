@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 from src.config import compose
 from src.local_server import free_port
 from src.training import run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, interrupt
 
 CHROMIUM = os.environ.get("MLPLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # As root and on a closed network: no sandbox, and none of Chromium's calls home.
@@ -81,11 +80,6 @@ def start_command(module: str, *args: str, cwd: Path, banner: str, timeout: floa
             return process, line.split()[len(banner.split())]
         assert time.monotonic() < deadline, f"{module} printed no address in {timeout} s"
     pytest.fail(f"{module} exited ({process.wait()}): {process.stderr.read()[-2000:]}")
-
-
-def interrupt(process: subprocess.Popen) -> int:
-    process.send_signal(signal.SIGINT)
-    return process.wait(30)
 
 
 @pytest.fixture(scope="module")
