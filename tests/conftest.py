@@ -14,6 +14,19 @@ ROOT = Path(__file__).resolve().parent.parent
 NOISE = ("WARNING: All log messages before absl", "I0000 ", "E0000 ", "W0000 ")
 
 
+# The files whose tests run fleets of commands, longest first. pytest-xdist hands
+# each worker a whole file at a time in collection order (pyproject: --dist loadfile
+# --no-loadscope-reorder), so these start at once and the many short files fill in
+# behind them, rather than a worker running the many-machines file alone at the end.
+LONG_FILES = ("test_many_machines.py", "test_sweeps.py", "test_edges.py", "test_hydra_sweeper.py",
+              "test_registry.py", "test_experiments.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: a file keeps its order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def interruptible_commands():
     """Commands the tests start answer Ctrl-C (SIGINT) as in a terminal.
