@@ -82,6 +82,12 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri)
 
 
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment a command under test runs in: this process's (tracking into
+    the tests' store), with this checkout importable, and ``extra``."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
 def run_cli(
     module: str, *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
@@ -90,7 +96,7 @@ def run_cli(
     result = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
+        env=env or command_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -105,7 +111,7 @@ def start_cli(module: str, *args: str, cwd: Path, env: dict[str, str] | None = N
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
+        env=env or command_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from src.cli import COMMANDS
-from tests.conftest import ROOT, run_cli
+from tests.conftest import command_env, run_cli
 
 MLPLAB = Path(sys.executable).parent / "mlplab"
 
@@ -18,7 +17,7 @@ MLPLAB = Path(sys.executable).parent / "mlplab"
 def mlplab(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs the installed ``mlplab`` script as a user types it."""
     assert MLPLAB.exists(), f"no {MLPLAB}: install the project (pip install -e .) to get the mlplab command"
-    return subprocess.run([str(MLPLAB), *args], cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    return subprocess.run([str(MLPLAB), *args], cwd=cwd, env=command_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -5,7 +5,6 @@ that is not NaN, and the mistakes a new user makes."""
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import urllib.request
 from pathlib import Path
@@ -16,14 +15,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from src.data.toy import load_iris
-from tests.conftest import ROOT, finish, interrupt, run_cli, start_cli, write_sweep
+from tests.conftest import ROOT, command_env, finish, interrupt, run_cli, start_cli, write_sweep
 
 FAST_XOR = ["+experiment=xor", "trainer.epochs=20", "baselines=none", "tracking.plots=false"]
 
 
 def local_env() -> dict[str, str]:
     """The environment of a user with no MLFLOW_TRACKING_URI: the default store, mlruns/mlflow.db."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = command_env()
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
 

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from src.local_server import free_port
-from tests.conftest import ROOT, finish, run_cli, start_cli, write_sweep
+from tests.conftest import command_env, finish, run_cli, start_cli, write_sweep
 from tests.services import PASSWORD, MlflowServer, Postgres
 
 
@@ -44,7 +44,7 @@ def sweep_file(tmp_path: Path, **changes) -> Path:
 
 def start_sweep(spec: Path, cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m src.sweep`` as one machine would run it, in a process group of its own."""
-    return start_cli("src.sweep", str(spec), *args, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    return start_cli("src.sweep", str(spec), *args, cwd=cwd, env=command_env(**(env or {})))
 
 
 def study_of(postgres: Postgres, name: str) -> optuna.Study:

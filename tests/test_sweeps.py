@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from src.sweeps.spec import load_spec
 from src.sweeps.storage import journal_path, open_storage
 from src.sweeps.study import counted_trials
 from src.sweeps.trial_runs import RUN_ID_ATTR
-from tests.conftest import ROOT, run_cli, write_sweep
+from tests.conftest import ROOT, run_cli, start_cli, write_sweep
 
 SWEEPS = ROOT / "sweeps"
 
@@ -200,11 +199,7 @@ def test_two_workers_share_one_study(tmp_path, client):
 
 
 def _start_sweep(cwd: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), *args],
-        cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
+    return start_cli("src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), *args, cwd=cwd)
 
 
 def _wait_for(predicate, timeout: float = 240) -> None:

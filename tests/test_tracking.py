@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 import mlflow
@@ -16,7 +15,7 @@ from src import tracking
 from src.config import compose
 from src.errors import DivergenceError
 from src.training import git_commit, run
-from tests.conftest import ROOT, finish, start_cli
+from tests.conftest import command_env, finish, start_cli
 
 MODELS = ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
 
@@ -206,9 +205,8 @@ def cli_runs(tmp_path_factory):
     folders = {name: tmp_path_factory.mktemp(name) for name in commands}
     # TensorFlow's C++ logging fully on for the main job: what it writes depends on the
     # CPU (a CPU-features notice, oneDNN's), and none of it may reach the terminal.
-    env = {name: {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "0"} if name == "main" else None
-           for name in commands}
-    started = {name: start_cli("src.train", *args, cwd=folders[name], env=env[name]) for name, args in commands.items()}
+    env = {"main": command_env(TF_CPP_MIN_LOG_LEVEL="0")}
+    started = {name: start_cli("src.train", *args, cwd=folders[name], env=env.get(name)) for name, args in commands.items()}
     return {name: (folders[name], finish(process)) for name, process in started.items()}
 
 

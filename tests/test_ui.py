@@ -23,7 +23,7 @@ import pytest
 from src.config import compose
 from src.local_server import free_port
 from src.training import run
-from tests.conftest import ROOT, interrupt
+from tests.conftest import ROOT, command_env, interrupt
 
 CHROMIUM = os.environ.get("MLPLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # As root and on a closed network: no sandbox, and none of Chromium's calls home.
@@ -69,7 +69,7 @@ def start_command(module: str, *args: str, cwd: Path, banner: str, timeout: floa
     process = subprocess.Popen(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=command_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
