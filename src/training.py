@@ -28,6 +28,7 @@ from src.results import Metrics, RunResult, comparison_table
 from src.schema import resolve_loss, wired_keys
 
 if TYPE_CHECKING:
+    from src.baseline_worker import BaselineWorker
     from src.models.base import Estimator
     from src.tracking import TrackedRun
 
@@ -137,23 +138,38 @@ def run(
     plain = validate(cfg)
     if plain["lesson"] is not None:
         raise ConfigError(f"{plain['experiment_name']} is a lesson without a dataset: run it with src.lessons.run")
-    with announced(f"loading {plain['data'].get('name') or 'the data'}"):
-        dataset = load_dataset(plain["data"])
-    loss = resolve_loss(plain["trainer"]["loss"], dataset.task)  # a loss that misfits fails here, before any run
+    from src import baseline_worker
 
-    from src import tracking  # MLflow is imported only once the config is known good
+    names = model_names(plain, only)
+    worker = None
+    if into is None and not listeners and baseline_worker.wanted(plain, names):
+        worker = baseline_worker.BaselineWorker(plain)
+    try:
+        with announced(f"loading {plain['data'].get('name') or 'the data'}"):
+            dataset = load_dataset(plain["data"])
+        loss = resolve_loss(plain["trainer"]["loss"], dataset.task)  # a loss that misfits fails here, before any run
 
-    with announced(f"opening the tracking store {tracking.redact(plain['tracking']['uri'])}"):
-        experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
-    if plots_enabled(plain):
-        from src.plots import prepare_in_background
+        from src import tracking  # MLflow is imported only once the config is known good
 
-        prepare_in_background()
-    models = build_models(plain, only=only, loss=loss)
-    if into is not None:
-        return _run_models(into, plain, dataset, models, experiment, listeners, flat=len(models) == 1)
-    with tracking.invocation_run(plain, experiment, parent_run_id) as parent:
-        result = _run_models(parent, plain, dataset, models, experiment, listeners, flat=False)
+        with announced(f"opening the tracking store {tracking.redact(plain['tracking']['uri'])}"):
+            experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
+        if plots_enabled(plain):
+            from src.plots import prepare_in_background
+
+            prepare_in_background()
+        # With the worker, the network (TensorFlow's import) is built once the baselines are on their way.
+        models = build_models(plain, only=names[1:] if worker else names, loss=loss)
+        if into is not None:
+            return _run_models(into, plain, dataset, models, experiment, listeners, flat=len(models) == 1)
+        with tracking.invocation_run(plain, experiment, parent_run_id) as parent:
+            if worker is not None:
+                worker.send(baseline_worker.Job(experiment, parent.run_id, models))
+                models = build_models(plain, only=names[:1], loss=loss) | models
+            result = _run_models(parent, plain, dataset, models, experiment, listeners, flat=False, worker=worker)
+    except BaseException as exc:
+        if worker is not None:
+            worker.stop(interrupted=isinstance(exc, KeyboardInterrupt))
+        raise
     if plain["tracking"].get("register"):
         _register(plain, result)
     return result
@@ -184,16 +200,15 @@ def _run_models(
     listeners: Sequence[EpochListener],
     *,
     flat: bool,
+    worker: BaselineWorker | None = None,
 ) -> RunResult:
-    """Logs the invocation into ``parent`` and trains each model in a child run,
-    or, when ``flat``, the only model straight into ``parent``."""
+    """Logs the invocation into ``parent`` and trains each model in a child run
+    (those sent to ``worker`` there), or, when ``flat``, the only model straight
+    into ``parent``."""
     from src import tracking
 
-    def log_data(tracked: TrackedRun) -> None:
-        tracked.log_datasets(dataset.name, dataset.fingerprint, dataset.source, dataset.splits())
-
     parent.set_tags(_provenance_tags(plain, dataset))
-    log_data(parent)
+    log_data(parent, dataset)
     logged_config = tracking.log_config(parent, plain)
     parent.log_params(
         {"data.n_features": dataset.n_features}
@@ -201,22 +216,21 @@ def _run_models(
     )
     results: Metrics = {}
     run_ids: dict[str, str] = {}
-    for name, model in models.items():
+    here = {name: model for name, model in models.items() if worker is None or name not in worker.names}
+    for name, model in here.items():
         if flat:
             params = {k: v for k, v in model.params.items() if k not in logged_config}
             results[name] = _train_and_log(name, model, dataset, parent, params, listeners, plain)
             run_ids[name] = parent.run_id
-            continue
-        with tracking.run(
-            name,
-            experiment=experiment,
-            parent_run_id=parent.run_id,
-            tags={"model": name, "flavor": model.estimator.flavor, "data": dataset.name},
-            description=METRICS_NOTE,
-        ) as child:
-            log_data(child)
-            results[name] = _train_and_log(name, model, dataset, child, model.params, listeners, plain)
-            run_ids[name] = child.run_id
+        else:
+            results[name], run_ids[name] = train_in_child_run(
+                parent.run_id, experiment, name, model, dataset, plain, listeners
+            )
+    if worker is not None:
+        trained = worker.result()
+        models = {**models, **trained.models}  # fitted there
+        results = {name: (results | trained.metrics)[name] for name in models}
+        run_ids |= trained.run_ids
     parent.log_text(comparison_table(results) + "\n", "comparison.txt")
     if not flat and dataset.n_features == 2 and plots_enabled(plain):
         from src.plots import decision_boundaries
@@ -228,6 +242,35 @@ def _run_models(
             {f"{name}.{key}": value for name, metrics in results.items() for key, value in metrics.items()}
         )
     return RunResult(results, experiment, parent.run_id, parent.run_name, run_ids)
+
+
+def log_data(tracked: TrackedRun, dataset: Dataset) -> None:
+    """Logs ``dataset``'s splits as the run's MLflow datasets."""
+    tracked.log_datasets(dataset.name, dataset.fingerprint, dataset.source, dataset.splits())
+
+
+def train_in_child_run(
+    parent_run_id: str,
+    experiment: str,
+    name: str,
+    model: ModelRun,
+    dataset: Dataset,
+    plain: Mapping[str, Any],
+    listeners: Sequence[EpochListener] = (),
+) -> tuple[dict[str, float], str]:
+    """Trains ``model`` in a child run of ``parent_run_id``, named ``name``, and
+    logs it there; returns its metrics and the child run's id."""
+    from src import tracking
+
+    with tracking.run(
+        name,
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        tags={"model": name, "flavor": model.estimator.flavor, "data": dataset.name},
+        description=METRICS_NOTE,
+    ) as child:
+        log_data(child, dataset)
+        return _train_and_log(name, model, dataset, child, model.params, listeners, plain), child.run_id
 
 
 def _train_and_log(
@@ -360,11 +403,7 @@ def build_models(
             a model that is not configured.
     """
     main = main_model_name(plain)
-    names = [main, *(plain["baselines"] or {})]
-    unknown = sorted(set(only or ()) - set(names))
-    if unknown:
-        raise ConfigError(f"no model named {unknown[0]}; configured: {', '.join(names)}")
-    wanted = [n for n in names if only is None or n in only]
+    wanted = model_names(plain, only)
 
     models: dict[str, ModelRun] = {}
     if main in wanted:
@@ -376,6 +415,20 @@ def build_models(
             estimator = instantiate_node(f"baselines.{name}", plain["baselines"][name])
             models[name] = ModelRun(SklearnBaseline(estimator), estimator.get_params())
     return models
+
+
+def model_names(plain: Mapping[str, Any], only: Collection[str] | None = None) -> list[str]:
+    """The child-run names of the configured network and baselines (of ``only``,
+    if given), in training order.
+
+    Raises:
+        ConfigError: ``only`` names a model that is not configured.
+    """
+    names = [main_model_name(plain), *(plain["baselines"] or {})]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"no model named {unknown[0]}; configured: {', '.join(names)}")
+    return [n for n in names if only is None or n in only]
 
 
 def network_params(plain: Mapping[str, Any], loss: str | None = None) -> dict[str, Any]:

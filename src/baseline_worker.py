@@ -1,0 +1,259 @@
+"""The baselines trained in a second process while the command's own process
+imports TensorFlow and trains the network.
+
+A command pays for TensorFlow's import (several seconds, most of it holding the
+GIL) before the network can train, and the scikit-learn baselines need none of
+it, only MLflow, scikit-learn and skops (seconds more of imports). On a machine
+with a second core, :func:`src.training.run` therefore starts this worker first
+thing: it imports and loads the data while the command imports TensorFlow, then
+trains and logs each baseline in its child run of the command's parent run, as
+the command would have (the same :func:`src.training.train_in_child_run`). The
+command relays its log lines after its own model's, so the output reads as it
+did, and takes back the metrics, run ids and fitted baselines for its table and
+its side-by-side figure.
+
+The worker ignores the terminal's Ctrl-C (it runs in a session of its own) and
+stops only as the command tells it: SIGINT when the command was interrupted (its
+runs end KILLED), SIGTERM when the command failed (its runs end FAILED, saying why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from src.errors import MlplabError, exit_now, first_line
+
+if TYPE_CHECKING:
+    from src.training import ModelRun
+
+log = logging.getLogger("mlplab")
+
+_STOP_WAIT = 60.0
+"""Seconds a stopped worker gets to end its runs before it is killed."""
+
+
+class WorkerFailed(MlplabError):
+    """The worker stopped on an error: its line, and the exit code it asks for."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class CommandFailed(MlplabError):
+    """Raised in the worker when the command it serves failed (SIGTERM)."""
+
+    def __init__(self) -> None:
+        super().__init__("stopped: the command failed before this model's training ended")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the worker is sent once the command's parent run exists (picklable)."""
+
+    experiment: str
+    parent_run_id: str
+    models: dict[str, ModelRun]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What the worker sends back: each baseline's metrics, run id and fitted model."""
+
+    metrics: dict[str, dict[str, float]]
+    run_ids: dict[str, str]
+    models: dict[str, ModelRun]
+
+
+def wanted(plain: Mapping[str, Any], models: list[str]) -> bool:
+    """Whether a run of ``models`` gains from the worker: it trains the Keras MLP
+    and a baseline, TensorFlow is not imported yet, and there is a second core."""
+    from src.training import KERAS_MODEL
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return KERAS_MODEL in models and len(models) > 1 and cores > 1 and "tensorflow" not in sys.modules
+
+
+class BaselineWorker:
+    """The command's handle on the worker process.
+
+    Args:
+        plain: The validated config the command runs; the worker loads its data
+            and imports what its models need as soon as it starts.
+    """
+
+    def __init__(self, plain: Mapping[str, Any]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(target=worker_main, args=(child_end, dict(plain)), name="mlplab-baselines")
+        self.process.start()
+        child_end.close()
+        self.messages: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.reader: threading.Thread | None = None
+        self.names: list[str] = []
+
+    def send(self, job: Job) -> None:
+        """Hands the worker its models; its messages are read from now on (and
+        held until :meth:`result`), so a worker that logs much never waits on the pipe."""
+        self.names = list(job.models)
+        self.connection.send(job)
+        self.reader = threading.Thread(target=self._read, name="mlplab-baselines-reader", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.connection.recv()
+            except (EOFError, OSError):
+                self.messages.put(("gone", None))
+                return
+            self.messages.put(message)
+            if message[0] != "log":
+                return
+
+    def result(self) -> Trained:
+        """Relays the worker's log lines (those held, then as they come) until it
+        sends its results.
+
+        Raises:
+            WorkerFailed: The worker stopped on an error, or died.
+        """
+        while True:
+            kind, body = self.messages.get()
+            if kind == "log":
+                record = logging.makeLogRecord(body)
+                logging.getLogger(record.name).handle(record)
+            elif kind == "trained":
+                self.process.join(_STOP_WAIT)
+                return body
+            elif kind == "error":
+                self.process.join(_STOP_WAIT)
+                raise WorkerFailed(*body)
+            else:
+                self.process.join(_STOP_WAIT)
+                code = self.process.exitcode
+                how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+                raise WorkerFailed(f"the process training {', '.join(self.names) or 'the baselines'} {how}")
+
+    def stop(self, interrupted: bool) -> None:
+        """Stops a worker that is still running, and waits until its runs have
+        ended: KILLED when ``interrupted`` (Ctrl-C), FAILED otherwise. A worker
+        still waiting for its job has no run and simply ends."""
+        if self.process.is_alive():
+            if self.reader is None:
+                self.connection.close()  # the worker sees the end of its pipe and exits
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.process.pid, signal.SIGINT if interrupted else signal.SIGTERM)
+            self.process.join(_STOP_WAIT)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(5)
+        if self.reader is not None:  # its lines so far still reach the log, as the runs' ends
+            while not self.messages.empty():
+                kind, body = self.messages.get_nowait()
+                if kind == "log":
+                    record = logging.makeLogRecord(body)
+                    logging.getLogger(record.name).handle(record)
+
+
+# ------------------------------------------------------------------- the worker
+class _Relay(logging.Handler):
+    """Sends the worker's ``mlplab`` log records to the command, which prints them."""
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(logging.INFO)
+        self.connection = connection
+        self.sending = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        body = {
+            "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+            "msg": record.getMessage(), "args": None, "created": record.created, "msecs": record.msecs,
+        }
+        with self.sending:
+            self.connection.send(("log", body))
+
+
+class _LineStream(io.TextIOBase):
+    """The worker's standard output: what a library prints still reaches the
+    terminal (on stderr), and training progress, which redraws only on a
+    terminal, logs its lines through the command instead."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def write(self, text: str) -> int:
+        return self.target.write(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def worker_main(connection: Connection, plain: dict[str, Any]) -> None:
+    """Entry point of the worker process."""
+    os.setsid()  # the terminal's Ctrl-C goes to the command, which stops the worker once
+    sys.stdout = _LineStream(sys.stderr)
+    relay = _Relay(connection)
+    log.addHandler(relay)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+    def command_failed(signum: int, frame: Any) -> None:
+        raise CommandFailed
+
+    signal.signal(signal.SIGTERM, command_failed)
+    try:
+        from src import tracking, training
+        from src.models.baselines import SklearnBaseline  # noqa: F401  (scikit-learn, before the job)
+
+        if plain["tracking"]["log_models"]:
+            import skops.io  # noqa: F401  (MLflow saves the baselines with it: ~2 s of imports)
+        if training.plots_enabled(plain):
+            from src.plots import prepare_in_background
+
+            prepare_in_background()
+        dataset = training.load_dataset(plain["data"])
+        tracking.connect(plain["tracking"]["uri"])
+        try:
+            job: Job = connection.recv()
+        except EOFError:  # the command ended before its parent run began
+            exit_now(0)
+        metrics, run_ids = {}, {}
+        for name, model in job.models.items():
+            metrics[name], run_ids[name] = training.train_in_child_run(
+                job.parent_run_id, job.experiment, name, model, dataset, plain
+            )
+        with relay.sending:
+            connection.send(("trained", Trained(metrics, run_ids, job.models)))
+    except KeyboardInterrupt:
+        exit_now(130)
+    except CommandFailed:
+        exit_now(1)
+    except MlplabError as exc:
+        with contextlib.suppress(OSError), relay.sending:
+            connection.send(("error", (str(exc), exc.exit_code)))
+        exit_now(exc.exit_code)
+    except Exception as exc:  # not the user's: the command says so in one line, the traceback goes to stderr
+        import traceback
+
+        traceback.print_exc()
+        with contextlib.suppress(OSError), relay.sending:
+            connection.send(("error", (f"training the baselines failed: {first_line(exc)}", 1)))
+        exit_now(1)
+    exit_now(0)

@@ -1,0 +1,128 @@
+"""The main job trains its baselines in a second process (``src/baseline_worker.py``)
+while it imports TensorFlow: through the command a user types, the same results
+and output as one process gives, and every run ended when it is interrupted or a
+baseline fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from src.config import compose
+from src.training import run
+from tests.conftest import finish, run_cli, start_cli
+
+MODELS = ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
+
+
+def _runs(client, experiment_name: str) -> dict[str, object]:
+    """The experiment's runs by name, the parent run as ``parent``."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id])
+    return {("parent" if "mlflow.parentRunId" not in r.data.tags else r.info.run_name): r for r in runs}
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(p) for p in (task / "children").read_text().split()}
+    return found
+
+
+def _gone(pids: set[int], within: float = 15) -> bool:
+    deadline = time.time() + within
+    while time.time() < deadline:
+        alive = set()
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        alive.add(pid)
+            except OSError:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_command_gives_what_one_process_gives(tmp_path, client):
+    overrides = ["+experiment=iris", "tracking.log_models=false", "tracking.plots=false"]
+    result = run_cli("src.train", *overrides, "experiment_name=worker_cli", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    in_process = run(compose([*overrides, "experiment_name=worker_in_process"])).metrics
+
+    runs = _runs(client, "worker_cli")
+    assert sorted(runs) == sorted(["parent", *MODELS])
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    for name in MODELS:
+        for key, value in in_process[name].items():
+            if key != "fit_seconds":
+                assert runs[name].data.metrics[key] == pytest.approx(value, rel=1e-5), (name, key)
+    # The baselines trained beside the network's process, not after it ...
+    assert runs["sklearn_perceptron"].info.start_time < runs["keras_mlp"].info.start_time
+    # ... and their lines still follow the network's, as one process prints them.
+    lines = result.stdout.splitlines()
+
+    def at(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    assert at("keras_mlp: done in") < at("sklearn_perceptron: training on") < at("sklearn_mlp: done in")
+    table = lines[at("model "):]
+    assert [line.split()[0] for line in table[2:5]] == MODELS
+
+
+def test_a_failing_baseline_is_one_line_and_ends_its_runs(tmp_path, client):
+    result = run_cli("src.train", "+experiment=xor", "baselines.sklearn_mlp.max_iter=-1", "tracking.log_models=false",
+                     "experiment_name=worker_bad_baseline", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr_lines == [
+        next(line for line in result.stderr_lines if line.startswith("mlplab: error: bad baseline parameter: "))
+    ]
+    assert "max_iter" in result.stderr_lines[0]
+    runs = _runs(client, "worker_bad_baseline")
+    assert {name: r.info.status for name, r in runs.items()} == {
+        "parent": "FAILED", "keras_mlp": "FINISHED", "sklearn_perceptron": "FINISHED", "sklearn_mlp": "FAILED",
+    }
+    assert "max_iter" in runs["sklearn_mlp"].data.tags["failure_reason"]
+
+
+def test_ctrl_c_ends_every_run_and_the_worker(tmp_path, client):
+    # An MLP baseline that trains for minutes: Ctrl-C comes while it trains in the worker.
+    slow = ["baselines.sklearn_mlp.max_iter=1000000", "+baselines.sklearn_mlp.tol=0",
+            "+baselines.sklearn_mlp.n_iter_no_change=1000000"]
+    process = start_cli("src.train", "+experiment=iris", *slow, "experiment_name=worker_ctrl_c", cwd=tmp_path)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and process.poll() is None:
+            experiment = client.get_experiment_by_name("worker_ctrl_c")
+            if experiment and any(r.info.run_name == "sklearn_mlp" and r.info.status == "RUNNING"
+                                  for r in client.search_runs([experiment.experiment_id])):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the MLP baseline never started training")
+        workers = _children(process.pid)
+        assert workers
+        process.send_signal(signal.SIGINT)
+        result = finish(process, timeout=90)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert result.returncode == 130
+    assert result.stderr_lines[-1] == "mlplab: interrupted; the MLflow runs were ended as KILLED"
+    assert "Traceback" not in result.stderr
+    assert _gone(workers)
+    runs = _runs(client, "worker_ctrl_c")
+    statuses = {name: r.info.status for name, r in runs.items()}
+    assert "RUNNING" not in statuses.values()
+    assert statuses["parent"] == "KILLED"
+    assert runs["parent"].data.tags["failure_reason"] == "interrupted (Ctrl-C)"
+    # scikit-learn's MLPClassifier catches Ctrl-C itself and ends its training early
+    # (a warning, not an error), so its run ends as a finished, shorter training.
+    assert statuses["sklearn_mlp"] in ("KILLED", "FINISHED")
