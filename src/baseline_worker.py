@@ -5,16 +5,20 @@ A command pays for TensorFlow's import (several seconds, most of it holding the
 GIL) before the network can train, and the scikit-learn baselines need none of
 it, only MLflow, scikit-learn and skops (seconds more of imports). On a machine
 with a second core, :func:`src.training.run` therefore starts this worker first
-thing: it imports and loads the data while the command imports TensorFlow, then
+thing, with the function that readies it (``setup``, from :mod:`src.training`):
+the worker imports and loads the data while the command imports TensorFlow, then
 trains and logs each baseline in its child run of the command's parent run, as
-the command would have (the same :func:`src.training.train_in_child_run`). The
-command relays its log lines after its own model's, so the output reads as it
-did, and takes back the metrics, run ids and fitted baselines for its table and
-its side-by-side figure.
+the command would have. The command relays its log lines after its own model's,
+so the output reads as it did, and takes back the metrics, run ids and fitted
+baselines for its table and its side-by-side figure.
+
+This module is the process and its pipe, not the training: it imports nothing of
+``src`` but the errors, so :mod:`src.training` can use it without a cycle.
 
 The worker ignores the terminal's Ctrl-C (it runs in a session of its own) and
 stops only as the command tells it: SIGINT when the command was interrupted (its
-runs end KILLED), SIGTERM when the command failed (its runs end FAILED, saying why).
+runs end KILLED), SIGTERM when the command failed (its runs end FAILED, saying
+why). A command that dies closes the pipe, and the worker's next line ends it.
 """
 
 from __future__ import annotations
@@ -28,15 +32,12 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from src.errors import MlplabError, exit_now, first_line
-
-if TYPE_CHECKING:
-    from src.training import ModelRun
 
 log = logging.getLogger("mlplab")
 
@@ -52,20 +53,18 @@ class WorkerFailed(MlplabError):
         self.exit_code = exit_code
 
 
-class CommandFailed(MlplabError):
-    """Raised in the worker when the command it serves failed (SIGTERM)."""
-
-    def __init__(self) -> None:
-        super().__init__("stopped: the command failed before this model's training ended")
+class CommandEnded(MlplabError):
+    """Raised in the worker when the command it serves failed (SIGTERM) or is gone."""
 
 
 @dataclass(frozen=True)
 class Job:
-    """What the worker is sent once the command's parent run exists (picklable)."""
+    """What the worker is sent once the command's parent run exists (picklable):
+    the models to train by child-run name (:class:`src.training.ModelRun`)."""
 
     experiment: str
     parent_run_id: str
-    models: dict[str, ModelRun]
+    models: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -74,30 +73,35 @@ class Trained:
 
     metrics: dict[str, dict[str, float]]
     run_ids: dict[str, str]
-    models: dict[str, ModelRun]
+    models: dict[str, Any]
 
 
-def wanted(plain: Mapping[str, Any], models: list[str]) -> bool:
-    """Whether a run of ``models`` gains from the worker: it trains the Keras MLP
-    and a baseline, TensorFlow is not imported yet, and there is a second core."""
-    from src.training import KERAS_MODEL
+Setup = Callable[[dict[str, Any]], Callable[[Job], Trained]]
+"""Readies the worker for a config (imports, data, tracking store) and returns
+what trains a :class:`Job`; a module-level function, so it pickles by name."""
 
+
+def has_a_core_to_spare() -> bool:
+    """Whether a second process gains: TensorFlow is not imported yet here (a
+    fresh command, not a test or notebook that has it) and there is a second core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return KERAS_MODEL in models and len(models) > 1 and cores > 1 and "tensorflow" not in sys.modules
+    return cores > 1 and "tensorflow" not in sys.modules
 
 
 class BaselineWorker:
     """The command's handle on the worker process.
 
     Args:
-        plain: The validated config the command runs; the worker loads its data
-            and imports what its models need as soon as it starts.
+        setup: Readies the worker; it runs there as soon as the process starts.
+        plain: The validated config the command runs.
     """
 
-    def __init__(self, plain: Mapping[str, Any]) -> None:
+    def __init__(self, setup: Setup, plain: Mapping[str, Any]) -> None:
         context = multiprocessing.get_context("spawn")
         self.connection, child_end = context.Pipe()
-        self.process = context.Process(target=worker_main, args=(child_end, dict(plain)), name="mlplab-baselines")
+        self.process = context.Process(
+            target=worker_main, args=(child_end, setup, dict(plain)), name="mlplab-baselines"
+        )
         self.process.start()
         child_end.close()
         self.messages: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -133,19 +137,16 @@ class BaselineWorker:
         while True:
             kind, body = self.messages.get()
             if kind == "log":
-                record = logging.makeLogRecord(body)
-                logging.getLogger(record.name).handle(record)
-            elif kind == "trained":
-                self.process.join(_STOP_WAIT)
+                _emit(body)
+                continue
+            self.process.join(_STOP_WAIT)
+            if kind == "trained":
                 return body
-            elif kind == "error":
-                self.process.join(_STOP_WAIT)
+            if kind == "error":
                 raise WorkerFailed(*body)
-            else:
-                self.process.join(_STOP_WAIT)
-                code = self.process.exitcode
-                how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-                raise WorkerFailed(f"the process training {', '.join(self.names) or 'the baselines'} {how}")
+            code = self.process.exitcode
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            raise WorkerFailed(f"the process training {', '.join(self.names)} {how}")
 
     def stop(self, interrupted: bool) -> None:
         """Stops a worker that is still running, and waits until its runs have
@@ -165,8 +166,13 @@ class BaselineWorker:
             while not self.messages.empty():
                 kind, body = self.messages.get_nowait()
                 if kind == "log":
-                    record = logging.makeLogRecord(body)
-                    logging.getLogger(record.name).handle(record)
+                    _emit(body)
+
+
+def _emit(body: dict[str, Any]) -> None:
+    """Prints a log line of the worker's through the command's own handlers."""
+    record = logging.makeLogRecord(body)
+    logging.getLogger(record.name).handle(record)
 
 
 # ------------------------------------------------------------------- the worker
@@ -183,14 +189,18 @@ class _Relay(logging.Handler):
             "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
             "msg": record.getMessage(), "args": None, "created": record.created, "msecs": record.msecs,
         }
-        with self.sending:
-            self.connection.send(("log", body))
+        try:
+            with self.sending:
+                self.connection.send(("log", body))
+        except OSError:  # the command was killed: nobody reads, so end the runs and the worker
+            raise CommandEnded("stopped: the command ended before this model's training did") from None
 
 
 class _LineStream(io.TextIOBase):
     """The worker's standard output: what a library prints still reaches the
     terminal (on stderr), and training progress, which redraws only on a
-    terminal, logs its lines through the command instead."""
+    terminal, logs its lines through the command instead: the command's own
+    progress line is the one a terminal redraws."""
 
     def __init__(self, target: Any) -> None:
         self.target = target
@@ -205,7 +215,7 @@ class _LineStream(io.TextIOBase):
         return False
 
 
-def worker_main(connection: Connection, plain: dict[str, Any]) -> None:
+def worker_main(connection: Connection, setup: Setup, plain: dict[str, Any]) -> None:
     """Entry point of the worker process."""
     os.setsid()  # the terminal's Ctrl-C goes to the command, which stops the worker once
     sys.stdout = _LineStream(sys.stderr)
@@ -215,35 +225,21 @@ def worker_main(connection: Connection, plain: dict[str, Any]) -> None:
     log.propagate = False
 
     def command_failed(signum: int, frame: Any) -> None:
-        raise CommandFailed
+        raise CommandEnded("stopped: the command failed before this model's training ended")
 
     signal.signal(signal.SIGTERM, command_failed)
     try:
-        from src import tracking, training
-        from src.models.baselines import SklearnBaseline  # noqa: F401  (scikit-learn, before the job)
-
-        if plain["tracking"]["log_models"]:
-            import skops.io  # noqa: F401  (MLflow saves the baselines with it: ~2 s of imports)
-        if training.plots_enabled(plain):
-            from src.plots import prepare_in_background
-
-            prepare_in_background()
-        dataset = training.load_dataset(plain["data"])
-        tracking.connect(plain["tracking"]["uri"])
+        train = setup(plain)
         try:
             job: Job = connection.recv()
         except EOFError:  # the command ended before its parent run began
             exit_now(0)
-        metrics, run_ids = {}, {}
-        for name, model in job.models.items():
-            metrics[name], run_ids[name] = training.train_in_child_run(
-                job.parent_run_id, job.experiment, name, model, dataset, plain
-            )
+        trained = train(job)
         with relay.sending:
-            connection.send(("trained", Trained(metrics, run_ids, job.models)))
+            connection.send(("trained", trained))
     except KeyboardInterrupt:
         exit_now(130)
-    except CommandFailed:
+    except CommandEnded:
         exit_now(1)
     except MlplabError as exc:
         with contextlib.suppress(OSError), relay.sending:

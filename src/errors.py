@@ -4,8 +4,11 @@ exit non-zero instead of showing a traceback."""
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 ERROR_PREFIX = "mlplab: error: "
 TENSORFLOW_LOG_ENV = "MLPLAB_TENSORFLOW_LOG"
@@ -79,6 +82,28 @@ def exit_now(code: int | str | None = 0) -> None:
         except (OSError, ValueError):
             pass
     os._exit(code or 0)
+
+
+@contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Holds a Ctrl-C that comes during the block until the block has ended.
+
+    A KeyboardInterrupt raised inside TensorFlow's import leaves it half done, and
+    it then fails as some other error (a model that "cannot be built"); held, the
+    Ctrl-C arrives a few seconds later as itself, and the runs end KILLED. Only
+    the main thread can take signals: elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed and callable(previous):
+        previous(signal.SIGINT, None)
 
 
 def run_command(main: Callable[[], object]) -> None:

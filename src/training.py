@@ -11,7 +11,7 @@ import logging
 import math
 import subprocess
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from src.config import validate
 from src.data import Dataset
-from src.errors import ConfigError, DivergenceError, MlplabError, first_line
+from src.errors import ConfigError, DivergenceError, MlplabError, ctrl_c_held, first_line
 from src.listeners import EpochListener
 from src.progress import OFF, TrainingProgress, announced
 from src.models.backend import seed_everything
@@ -28,7 +28,7 @@ from src.results import Metrics, RunResult, comparison_table
 from src.schema import resolve_loss, wired_keys
 
 if TYPE_CHECKING:
-    from src.baseline_worker import BaselineWorker
+    from src.baseline_worker import BaselineWorker, Job, Trained
     from src.models.base import Estimator
     from src.tracking import TrackedRun
 
@@ -141,9 +141,11 @@ def run(
     from src import baseline_worker
 
     names = model_names(plain, only)
+    network = [name for name in names if name == KERAS_MODEL]
+    baselines = [name for name in names if name != main_model_name(plain)]
     worker = None
-    if into is None and not listeners and baseline_worker.wanted(plain, names):
-        worker = baseline_worker.BaselineWorker(plain)
+    if into is None and not listeners and network and baselines and baseline_worker.has_a_core_to_spare():
+        worker = baseline_worker.BaselineWorker(_ready_for_baselines, plain)
     try:
         with announced(f"loading {plain['data'].get('name') or 'the data'}"):
             dataset = load_dataset(plain["data"])
@@ -158,13 +160,13 @@ def run(
 
             prepare_in_background()
         # With the worker, the network (TensorFlow's import) is built once the baselines are on their way.
-        models = build_models(plain, only=names[1:] if worker else names, loss=loss)
+        models = build_models(plain, only=baselines if worker else names, loss=loss)
         if into is not None:
             return _run_models(into, plain, dataset, models, experiment, listeners, flat=len(models) == 1)
         with tracking.invocation_run(plain, experiment, parent_run_id) as parent:
             if worker is not None:
                 worker.send(baseline_worker.Job(experiment, parent.run_id, models))
-                models = build_models(plain, only=names[:1], loss=loss) | models
+                models = build_models(plain, only=network, loss=loss)
             result = _run_models(parent, plain, dataset, models, experiment, listeners, flat=False, worker=worker)
     except BaseException as exc:
         if worker is not None:
@@ -202,9 +204,9 @@ def _run_models(
     flat: bool,
     worker: BaselineWorker | None = None,
 ) -> RunResult:
-    """Logs the invocation into ``parent`` and trains each model in a child run
-    (those sent to ``worker`` there), or, when ``flat``, the only model straight
-    into ``parent``."""
+    """Logs the invocation into ``parent`` and trains each model in a child run,
+    or, when ``flat``, the only model straight into ``parent``; then takes the
+    results of the models sent to ``worker``, if any."""
     from src import tracking
 
     parent.set_tags(_provenance_tags(plain, dataset))
@@ -216,8 +218,7 @@ def _run_models(
     )
     results: Metrics = {}
     run_ids: dict[str, str] = {}
-    here = {name: model for name, model in models.items() if worker is None or name not in worker.names}
-    for name, model in here.items():
+    for name, model in models.items():
         if flat:
             params = {k: v for k, v in model.params.items() if k not in logged_config}
             results[name] = _train_and_log(name, model, dataset, parent, params, listeners, plain)
@@ -229,7 +230,7 @@ def _run_models(
     if worker is not None:
         trained = worker.result()
         models = {**models, **trained.models}  # fitted there
-        results = {name: (results | trained.metrics)[name] for name in models}
+        results |= trained.metrics
         run_ids |= trained.run_ids
     parent.log_text(comparison_table(results) + "\n", "comparison.txt")
     if not flat and dataset.n_features == 2 and plots_enabled(plain):
@@ -242,6 +243,34 @@ def _run_models(
             {f"{name}.{key}": value for name, metrics in results.items() for key, value in metrics.items()}
         )
     return RunResult(results, experiment, parent.run_id, parent.run_name, run_ids)
+
+
+def _ready_for_baselines(plain: dict[str, Any]) -> Callable[[Job], Trained]:
+    """Readies a :class:`~src.baseline_worker.BaselineWorker` (in its process) to
+    train a run's baselines: imports what logging them needs, loads the data and
+    opens the tracking store, all while the command imports TensorFlow."""
+    from src import tracking
+    from src.baseline_worker import Trained
+    from src.models.baselines import SklearnBaseline  # noqa: F401  (scikit-learn, before the job)
+
+    if plain["tracking"]["log_models"]:
+        import skops.io  # noqa: F401  (MLflow saves the baselines with it: ~2 s of imports)
+    if plots_enabled(plain):
+        from src.plots import prepare_in_background
+
+        prepare_in_background()
+    dataset = load_dataset(plain["data"])
+    tracking.connect(plain["tracking"]["uri"])
+
+    def train(job: Job) -> Trained:
+        metrics, run_ids = {}, {}
+        for name, model in job.models.items():
+            metrics[name], run_ids[name] = train_in_child_run(
+                job.parent_run_id, job.experiment, name, model, dataset, plain
+            )
+        return Trained(metrics, run_ids, job.models)
+
+    return train
 
 
 def log_data(tracked: TrackedRun, dataset: Dataset) -> None:
@@ -407,7 +436,9 @@ def build_models(
 
     models: dict[str, ModelRun] = {}
     if main in wanted:
-        models[main] = ModelRun(instantiate_node("model", plain["model"]), network_params(plain, loss))
+        with ctrl_c_held():  # the network's node imports TensorFlow
+            network = instantiate_node("model", plain["model"])
+        models[main] = ModelRun(network, network_params(plain, loss))
     from src.models.baselines import SklearnBaseline
 
     for name in wanted:

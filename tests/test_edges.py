@@ -194,9 +194,17 @@ def test_a_finite_explosion_fails_the_run_at_its_epoch(tmp_path):
     ]
     client = MlflowClient()
     experiment = client.get_experiment_by_name("exploding")
-    runs = client.search_runs([experiment.experiment_id])
-    assert {r.info.status for r in runs} == {"FAILED"}
-    assert all("loss became 1.23e+28 at epoch 2" in r.data.tags["failure_reason"] for r in runs)
+    runs = {r.data.tags.get("model", "parent"): r for r in client.search_runs([experiment.experiment_id])}
+    assert {"parent", "keras_mlp"} <= set(runs) <= {"parent", "keras_mlp", "sklearn_mlp", "sklearn_perceptron"}
+    for name in ("parent", "keras_mlp"):
+        assert runs[name].info.status == "FAILED"
+        assert "loss became 1.23e+28 at epoch 2" in runs[name].data.tags["failure_reason"]
+    # With a second core the baselines trained beside the network, in a process of
+    # their own: each run either finished before the network failed, or was stopped
+    # and says why. (With one, they come after it, and never start.)
+    for name in set(runs) - {"parent", "keras_mlp"}:
+        run = runs[name]
+        assert run.info.status == "FINISHED" or "the command failed" in run.data.tags["failure_reason"], name
 
 
 def test_an_absolute_threshold_and_non_finite_weights_stop_training():
