@@ -4,7 +4,7 @@ imports TensorFlow and trains the network.
 A command pays for TensorFlow's import (several seconds, most of it holding the
 GIL) before the network can train, and the scikit-learn baselines need none of
 it, only MLflow, scikit-learn and skops (seconds more of imports). On a machine
-with a second core, :func:`src.training.run` therefore starts this worker first
+with a core to spare, :func:`src.training.run` therefore starts this worker first
 thing, with the function that readies it (``setup``, from :mod:`src.training`):
 the worker imports and loads the data while the command imports TensorFlow, then
 trains and logs each baseline in its child run of the command's parent run, as
@@ -81,11 +81,23 @@ Setup = Callable[[dict[str, Any]], Callable[[Job], Trained]]
 what trains a :class:`Job`; a module-level function, so it pickles by name."""
 
 
+WORKER_ENV = "MLPLAB_BASELINE_WORKER"
+"""``1`` always trains the baselines in the worker, ``0`` never; unset, it is chosen."""
+
+
 def has_a_core_to_spare() -> bool:
     """Whether a second process gains: TensorFlow is not imported yet here (a
-    fresh command, not a test or notebook that has it) and there is a second core."""
+    fresh command, not a test or notebook that has it), and a core is idle (the
+    last minute's load average is below the cores less half of one). On a busy
+    machine (two commands at once, a test suite) the worker would only compete
+    with this command's own imports. ``MLPLAB_BASELINE_WORKER`` decides instead."""
+    if "tensorflow" in sys.modules:
+        return False
+    forced = os.environ.get(WORKER_ENV, "")
+    if forced in ("0", "1"):
+        return forced == "1"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores > 1 and "tensorflow" not in sys.modules
+    return os.getloadavg()[0] < cores - 0.5
 
 
 class BaselineWorker:

@@ -14,9 +14,14 @@ import pytest
 
 from src.config import compose
 from src.training import run
-from tests.conftest import finish, run_cli, start_cli
+from tests.conftest import command_env, finish, run_cli, start_cli
 
 MODELS = ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
+
+
+def _with_the_worker() -> dict[str, str]:
+    # A busy machine (this suite's) would train them in one process.
+    return command_env(MLPLAB_BASELINE_WORKER="1")
 
 
 def _runs(client, experiment_name: str) -> dict[str, object]:
@@ -52,7 +57,7 @@ def _gone(pids: set[int], within: float = 15) -> bool:
 
 def test_the_command_gives_what_one_process_gives(tmp_path, client):
     overrides = ["+experiment=iris", "tracking.log_models=false", "tracking.plots=false"]
-    result = run_cli("src.train", *overrides, "experiment_name=worker_cli", cwd=tmp_path)
+    result = run_cli("src.train", *overrides, "experiment_name=worker_cli", cwd=tmp_path, env=_with_the_worker())
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     in_process = run(compose([*overrides, "experiment_name=worker_in_process"])).metrics
@@ -79,7 +84,7 @@ def test_the_command_gives_what_one_process_gives(tmp_path, client):
 
 def test_a_failing_baseline_is_one_line_and_ends_its_runs(tmp_path, client):
     result = run_cli("src.train", "+experiment=xor", "baselines.sklearn_mlp.max_iter=-1", "tracking.log_models=false",
-                     "experiment_name=worker_bad_baseline", cwd=tmp_path)
+                     "experiment_name=worker_bad_baseline", cwd=tmp_path, env=_with_the_worker())
     assert result.returncode == 2
     assert result.stderr_lines == [
         next(line for line in result.stderr_lines if line.startswith("mlplab: error: bad baseline parameter: "))
@@ -96,7 +101,8 @@ def test_ctrl_c_ends_every_run_and_the_worker(tmp_path, client):
     # An MLP baseline that trains for minutes: Ctrl-C comes while it trains in the worker.
     slow = ["baselines.sklearn_mlp.max_iter=1000000", "+baselines.sklearn_mlp.tol=0",
             "+baselines.sklearn_mlp.n_iter_no_change=1000000"]
-    process = start_cli("src.train", "+experiment=iris", *slow, "experiment_name=worker_ctrl_c", cwd=tmp_path)
+    process = start_cli("src.train", "+experiment=iris", *slow, "experiment_name=worker_ctrl_c", cwd=tmp_path,
+                        env=_with_the_worker())
     try:
         deadline = time.time() + 120
         while time.time() < deadline and process.poll() is None:

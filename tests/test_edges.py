@@ -199,9 +199,9 @@ def test_a_finite_explosion_fails_the_run_at_its_epoch(tmp_path):
     for name in ("parent", "keras_mlp"):
         assert runs[name].info.status == "FAILED"
         assert "loss became 1.23e+28 at epoch 2" in runs[name].data.tags["failure_reason"]
-    # With a second core the baselines trained beside the network, in a process of
+    # On an idle machine the baselines trained beside the network, in a process of
     # their own: each run either finished before the network failed, or was stopped
-    # and says why. (With one, they come after it, and never start.)
+    # and says why. (On a busy one, they come after it, and never start.)
     for name in set(runs) - {"parent", "keras_mlp"}:
         run = runs[name]
         assert run.info.status == "FINISHED" or "the command failed" in run.data.tags["failure_reason"], name
