@@ -3,8 +3,10 @@
 Runs ``python -m src.train <overrides>`` several times into a throw-away store and
 times each printed line from the process start (the median over the runs, line by
 line: the output is the same every run), the exit, and the time from the last
-printed line to the exit. Beside it, in the same session, the cost of importing
-TensorFlow and Keras alone in a fresh process, the floor every command pays.
+printed line to the exit, with the baselines trained in their own process (as on
+an idle machine) and in one process, interleaved. Beside it, in the same session,
+the cost of importing TensorFlow and Keras alone in a fresh process, the floor
+every command pays.
 
     python bench/main_job.py [--repeats 5] [--config "+experiment=xor" --config "+experiment=iris"]
 """
@@ -22,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = ["+experiment=xor", "+experiment=iris"]
+WORKER_ENV = "MLPLAB_BASELINE_WORKER"  # src.baseline_worker's; the bench imports nothing of src
+WAYS = {"one process (MLPLAB_BASELINE_WORKER=0)": "0", "baselines in their own process (=1)": "1"}
 
 
 def timed_run(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[list[tuple[float, str]], float]:
@@ -60,19 +64,32 @@ def main() -> None:
         print(f"import keras, tensorflow (fresh process): {import_floor(env, args.repeats):.2f} s median of {args.repeats}")
         for config in configs:
             command = [sys.executable, "-m", "src.train", *config.split()]
-            runs = [timed_run(command, work, env) for _ in range(args.repeats)]
-            walls = [finished for _, finished in runs]
-            tails = [finished - lines[-1][0] for lines, finished in runs if lines]
-            print(f"\npython -m src.train {config}: {statistics.median(walls):.2f} s wall "
-                  f"(median of {args.repeats}; min {min(walls):.2f}, max {max(walls):.2f})")
-            counts = {len(lines) for lines, _ in runs}
-            if len(counts) == 1:
-                print("  at   line")
-                for index in range(counts.pop()):
-                    at = statistics.median(lines[index][0] for lines, _ in runs)
-                    print(f"  {at:5.2f} {runs[0][0][index][1][:110]}")
-            print(f"  {statistics.median(walls):5.2f} exit; last line to exit {statistics.median(tails):.2f} s")
+            # Interleaved, so both ways see the same minutes of a noisy machine.
+            runs: dict[str, list] = {way: [] for way in WAYS}
+            for _ in range(args.repeats):
+                for way, value in WAYS.items():
+                    runs[way].append(timed_run(command, work, {**env, WORKER_ENV: value}))
+            walls = {way: statistics.median(finished for _, finished in done) for way, done in runs.items()}
+            for way, done in runs.items():
+                print_timeline(f"python -m src.train {config}, {way}", done)
+            one, two = walls.values()
+            print(f"\n{config}: {two:.2f} s with the baselines' process, {one:.2f} s in one process "
+                  f"({(two - one) / one:+.0%})")
 
+
+def print_timeline(title: str, runs: list[tuple[list[tuple[float, str]], float]]) -> None:
+    """The median time of each printed line over ``runs``, and of the exit."""
+    walls = [finished for _, finished in runs]
+    tails = [finished - lines[-1][0] for lines, finished in runs if lines]
+    print(f"\n{title}: {statistics.median(walls):.2f} s wall "
+          f"(median of {len(runs)}; min {min(walls):.2f}, max {max(walls):.2f})")
+    counts = {len(lines) for lines, _ in runs}
+    if len(counts) == 1:
+        print("  at   line")
+        for index in range(counts.pop()):
+            at = statistics.median(lines[index][0] for lines, _ in runs)
+            print(f"  {at:5.2f} {runs[0][0][index][1][:110]}")
+    print(f"  {statistics.median(walls):5.2f} exit; last line to exit {statistics.median(tails):.2f} s")
 
 if __name__ == "__main__":
     main()

@@ -402,6 +402,41 @@ def test_reconcile_makes_mlflow_agree_with_the_study_and_writes_nothing_twice(tm
     client.set_terminated(sweep_run, "FINISHED")
 
 
+def test_reconcile_leaves_a_trial_to_the_command_that_deleted_its_run(tmp_path, client, tracking_uri, monkeypatch):
+    # Two commands reconcile at once and each writes a run for a trial that had none;
+    # the one that sees both keeps the smaller id and deletes the other, possibly
+    # while this one still writes it. This one then leaves the trial to that one.
+    from mlflow.tracking import MlflowClient
+
+    from src import tracking
+    from src.sweeps import trial_runs
+
+    tracking.connect(tracking_uri)
+    experiment = tracking.experiment_id("reconcile_race", tracking_uri)
+    sweep_run = client.create_run(experiment, run_name="sweep-race").info.run_id
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "race.journal"))
+    study = optuna.create_study(study_name="race", storage=optuna.storages.JournalStorage(journal))
+    lost = study.ask({"lr": optuna.distributions.FloatDistribution(0, 1)})  # its run was never created
+    lost.set_user_attr("metrics", {"train_loss": 0.25})
+    study.tell(lost, 0.25)
+
+    log_batch = MlflowClient.log_batch
+
+    def deleted_by_the_other_command(self, run_id, *args, **kwargs):
+        MlflowClient.delete_run(self, run_id)
+        return log_batch(self, run_id, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", deleted_by_the_other_command)
+    done = trial_runs.reconcile(study, experiment, sweep_run, ["train_loss"])
+    assert not done  # nothing this command could keep
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    # (here the other command keeps its own run; in this test the next pass writes one)
+    assert trial_runs.reconcile(study, experiment, sweep_run, ["train_loss"]).written == [0]
+    runs = client.search_runs([experiment], "tags.`optuna.study` = 'race'")
+    assert [(r.info.status, r.data.metrics["objective.train_loss"]) for r in runs] == [("FINISHED", 0.25)]
+    client.set_terminated(sweep_run, "FINISHED")
+
+
 def test_a_sweep_without_a_complete_trial_still_summarizes():
     from src.sweeps.summary import top_trials_table
 

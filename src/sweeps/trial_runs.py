@@ -11,6 +11,7 @@ These calls write runs no process has active, so they use ``MlflowClient``.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -18,9 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from src.tracking import FAILURE_TAG
+
+log = logging.getLogger("mlplab")
 
 RUN_ID_ATTR = "mlflow_run_id"
 WORKER_ATTR = "worker"
@@ -145,23 +149,48 @@ def reconcile(study: optuna.Study, experiment_id: str, sweep_run_id: str, object
     retried_as = retries(trials)
     runs = _trial_runs(client, experiment_id, study.study_name)
     for trial in (t for t in trials if t.state in _FINISHED):
-        tags = _record_tags(trial, retried_as.get(trial.number))
-        found = runs.get(trial.number, [])
-        if not found:
-            _write_from_record(client, experiment_id, sweep_run_id, study.study_name, trial, objectives, tags)
-            done.written.append(trial.number)
-            found = _runs_of_trial(client, experiment_id, study.study_name, trial.number)
-        keeper = _keeper(trial, found)
-        extra = [r for r in found if r.info.run_id != keeper.info.run_id]
-        for run in extra:
-            client.delete_run(run.info.run_id)
-        if extra and trial.number not in done.written:
-            done.removed.append(trial.number)
-        missing = _missing_metrics(trial, keeper.data.metrics, objectives)
-        if keeper.info.status != run_status(trial) or keeper.data.tags.get(STATE_TAG) != trial.state.name or missing:
-            _close_from_record(client, trial, keeper, missing, tags)
-            done.closed.append(trial.number)
+        try:
+            _reconcile_trial(client, experiment_id, sweep_run_id, study.study_name, trial, objectives,
+                             _record_tags(trial, retried_as.get(trial.number)), runs.get(trial.number, []), done)
+        except MlflowException as exc:
+            if not _deleted_under_us(exc):
+                raise
+            # Another command reconciling at once kept its own run for this trial and
+            # deleted the one this command was writing; that run is the trial's.
+            log.debug("trial %d: its run was deleted by another command reconciling at once", trial.number)
     return done
+
+
+def _reconcile_trial(
+    client: Any,
+    experiment_id: str,
+    sweep_run_id: str,
+    study_name: str,
+    trial: FrozenTrial,
+    objectives: list[str],
+    tags: dict[str, str],
+    found: list[Any],
+    done: Reconciled,
+) -> None:
+    if not found:
+        _write_from_record(client, experiment_id, sweep_run_id, study_name, trial, objectives, tags)
+        done.written.append(trial.number)
+        found = _runs_of_trial(client, experiment_id, study_name, trial.number)
+    keeper = _keeper(trial, found)
+    extra = [r for r in found if r.info.run_id != keeper.info.run_id]
+    for run in extra:
+        client.delete_run(run.info.run_id)
+    if extra and trial.number not in done.written:
+        done.removed.append(trial.number)
+    missing = _missing_metrics(trial, keeper.data.metrics, objectives)
+    if keeper.info.status != run_status(trial) or keeper.data.tags.get(STATE_TAG) != trial.state.name or missing:
+        _close_from_record(client, trial, keeper, missing, tags)
+        done.closed.append(trial.number)
+
+
+def _deleted_under_us(exc: MlflowException) -> bool:
+    """Whether MLflow refused a write because the run had been deleted meanwhile."""
+    return exc.error_code == "INVALID_PARAMETER_VALUE" and "Current state is deleted" in exc.message
 
 
 def run_status(trial: FrozenTrial) -> str:
