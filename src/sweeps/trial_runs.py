@@ -149,9 +149,24 @@ def reconcile(study: optuna.Study, experiment_id: str, sweep_run_id: str, object
     retried_as = retries(trials)
     runs = _trial_runs(client, experiment_id, study.study_name)
     for trial in (t for t in trials if t.state in _FINISHED):
+        tags = _record_tags(trial, retried_as.get(trial.number))
+        found = runs.get(trial.number, [])
         try:
-            _reconcile_trial(client, experiment_id, sweep_run_id, study.study_name, trial, objectives,
-                             _record_tags(trial, retried_as.get(trial.number)), runs.get(trial.number, []), done)
+            if not found:
+                _write_from_record(client, experiment_id, sweep_run_id, study.study_name, trial, objectives, tags)
+                done.written.append(trial.number)
+                found = _runs_of_trial(client, experiment_id, study.study_name, trial.number)
+            keeper = _keeper(trial, found)
+            extra = [r for r in found if r.info.run_id != keeper.info.run_id]
+            for run in extra:
+                client.delete_run(run.info.run_id)
+            if extra and trial.number not in done.written:
+                done.removed.append(trial.number)
+            missing = _missing_metrics(trial, keeper.data.metrics, objectives)
+            state = keeper.data.tags.get(STATE_TAG)
+            if keeper.info.status != run_status(trial) or state != trial.state.name or missing:
+                _close_from_record(client, trial, keeper, missing, tags)
+                done.closed.append(trial.number)
         except MlflowException as exc:
             if not _deleted_under_us(exc):
                 raise
@@ -159,33 +174,6 @@ def reconcile(study: optuna.Study, experiment_id: str, sweep_run_id: str, object
             # deleted the one this command was writing; that run is the trial's.
             log.debug("trial %d: its run was deleted by another command reconciling at once", trial.number)
     return done
-
-
-def _reconcile_trial(
-    client: Any,
-    experiment_id: str,
-    sweep_run_id: str,
-    study_name: str,
-    trial: FrozenTrial,
-    objectives: list[str],
-    tags: dict[str, str],
-    found: list[Any],
-    done: Reconciled,
-) -> None:
-    if not found:
-        _write_from_record(client, experiment_id, sweep_run_id, study_name, trial, objectives, tags)
-        done.written.append(trial.number)
-        found = _runs_of_trial(client, experiment_id, study_name, trial.number)
-    keeper = _keeper(trial, found)
-    extra = [r for r in found if r.info.run_id != keeper.info.run_id]
-    for run in extra:
-        client.delete_run(run.info.run_id)
-    if extra and trial.number not in done.written:
-        done.removed.append(trial.number)
-    missing = _missing_metrics(trial, keeper.data.metrics, objectives)
-    if keeper.info.status != run_status(trial) or keeper.data.tags.get(STATE_TAG) != trial.state.name or missing:
-        _close_from_record(client, trial, keeper, missing, tags)
-        done.closed.append(trial.number)
 
 
 def _deleted_under_us(exc: MlflowException) -> bool:
