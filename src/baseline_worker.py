@@ -91,13 +91,13 @@ def has_a_core_to_spare() -> bool:
     last minute's load average is below the cores less half of one). On a busy
     machine (two commands at once, a test suite) the worker would only compete
     with this command's own imports. ``MLPLAB_BASELINE_WORKER`` decides instead."""
-    if "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules or not hasattr(os, "setsid"):  # (Windows has no sessions)
         return False
     forced = os.environ.get(WORKER_ENV, "")
     if forced in ("0", "1"):
         return forced == "1"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return os.getloadavg()[0] < cores - 0.5
+    return hasattr(os, "getloadavg") and os.getloadavg()[0] < cores - 0.5
 
 
 class BaselineWorker:

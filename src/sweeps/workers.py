@@ -121,8 +121,17 @@ def open_study(spec: SweepSpec, epochs: int, *, worker: int = 0, create: bool = 
     return study, created
 
 
+def _ctrl_c_once(signum: int, frame: object) -> None:
+    # A terminal's Ctrl-C reaches a worker twice: from the process group, and
+    # from the parent stopping its workers. The second must not cut short what
+    # the first started: the trial's MLflow run ending KILLED.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def worker_main(connection: Connection, threads: int, log_path: Path | None) -> None:
     """Entry point of a worker process: import, then wait for the job and run it."""
+    signal.signal(signal.SIGINT, _ctrl_c_once)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         sink = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
