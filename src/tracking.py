@@ -30,7 +30,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
-from mlflow.entities import Metric, RunStatus
+import yaml
+from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -160,11 +161,32 @@ def connect(uri: str) -> None:
                     if broken:
                         raise TrackingError(broken) from None
                     raise
+                write_ahead_log(db_path)
     except MlplabError:
         raise
     except Exception as exc:  # any driver or HTTP error means: not usable
         raise TrackingError(f"cannot open the MLflow tracking store {redact(uri)}: {failure(exc, uri)}") from None
     _connected_uri = uri
+
+
+def write_ahead_log(db_path: Path) -> None:
+    """Switches the SQLite store to write-ahead logging, once (SQLite keeps the mode
+    in the file).
+
+    In SQLite's default rollback-journal mode every commit syncs the disk several
+    times; a sweep trial makes about a dozen commits, and they cost a third of its
+    time. With a write-ahead log a commit is one append, and readers (the MLflow UI)
+    no longer block writers. Committed data survives a killed process as before.
+    A store that another process holds busy is left as it is, for the next command.
+    """
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(db_path, timeout=1)) as db:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:
+        log.debug("the store %s stays in its journal mode: %s", db_path, first_line(exc))
 
 
 def broken_store_reason(db_path: Path) -> str | None:
@@ -321,8 +343,21 @@ class TrackedRun:
         for start in range(0, len(entries), _MAX_PARAMS_PER_BATCH):
             mlflow.log_params(dict(entries[start : start + _MAX_PARAMS_PER_BATCH]), run_id=self._active())
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step or 0, run_id=self._active())
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, *, tags: Mapping[str, Any] | None = None
+    ) -> None:
+        """Logs ``metrics`` at ``step``, and ``tags`` with them: one write to the store.
+
+        Through the client rather than ``mlflow.log_metrics``, which reads the run
+        back on every call to link the metrics to models the run has logged (a
+        run's metrics are all logged before its model is).
+        """
+        timestamp = int(time.time() * 1000)
+        MlflowClient().log_batch(
+            self._active(),
+            metrics=[Metric(k, float(v), timestamp, step or 0) for k, v in metrics.items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._active()
@@ -523,15 +558,24 @@ def invocation_run(
 def log_config(tracked: TrackedRun, config: Mapping[str, Any]) -> dict[str, Any]:
     """``config`` (a password in ``tracking.uri`` redacted) as dotted params and
     ``config.yaml``; returns the params logged."""
-    from omegaconf import OmegaConf
-
     logged = dict(config)
     if "tracking" in logged:
         logged["tracking"] = {**logged["tracking"], "uri": redact(logged["tracking"]["uri"])}
     flat = flatten(logged)
     tracked.log_params(flat)
-    tracked.log_text(OmegaConf.to_yaml(OmegaConf.create(logged)), "config.yaml")
+    # What OmegaConf.to_yaml writes for a resolved config, at a third of the cost
+    # (every sweep trial logs one).
+    text = yaml.dump(logged, Dumper=_ConfigDumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    tracked.log_text(text, "config.yaml")
     return flat
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """Writes a section used twice in the config (an interpolated one) out twice,
+    as OmegaConf does, instead of as a YAML alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 class EpochMetricLogger(EpochListener):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 
 import mlflow
@@ -63,6 +65,12 @@ def test_parent_holds_config_tags_and_comparison(xor_run, client):
     table = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/comparison.txt")
     assert all(name in table for name in MODELS)
     assert parent.data.metrics["keras_mlp.train_accuracy"] == 1.0
+
+
+def test_the_local_store_commits_to_a_write_ahead_log(xor_run, tracking_uri):
+    # A commit is then one append, not several disk syncs (about 30% of a sweep trial's time).
+    with contextlib.closing(sqlite3.connect(tracking.sqlite_path(tracking_uri))) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_children_share_metric_names(xor_run):

@@ -122,7 +122,14 @@ class CompiledLoop:
             chunk = min(math.ceil(STEPS_PER_CALL / steps_per_epoch), math.ceil(epochs / CHECKPOINTS_PER_TRAINING))
         data = (tf.constant(x), tf.constant(y))
         validation = () if validation_data is None else tuple(map(tf.constant, validation_data))
-        build_for_training(self.model, (data[0][:batch], data[1][:batch], None))
+        if self.model.built:
+            # Only its optimizer's slots are needed, to take the trained state; the
+            # compiled loss and metrics are the runner's (a symbolic build of the
+            # model's own costs three times as much, on every model trained).
+            if not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+        else:
+            build_for_training(self.model, (data[0][:batch], data[1][:batch], None))
 
         program = self._program(data, validation, batch, chunk)
         runner = program.runner

@@ -140,8 +140,10 @@ class TrialObjective:
                 raise
             trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
             objective = self._objective(trial, metrics)
-            tracked.set_tags({STATE_TAG: "COMPLETE"})
-            tracked.log_metrics({f"objective.{o.metric}": v for o, v in zip(self.spec.objectives, objective)})
+            tracked.log_metrics(
+                {f"objective.{o.metric}": v for o, v in zip(self.spec.objectives, objective)},
+                tags={STATE_TAG: "COMPLETE"},
+            )
         return objective if self.spec.multi_objective else objective[0]
 
     def requeue_lost(self, study: optuna.Study, trial: FrozenTrial) -> None:
