@@ -487,20 +487,9 @@ def main_model_name(plain: Mapping[str, Any]) -> str:
 
 def evaluate(estimator: Estimator, dataset: Dataset) -> dict[str, float]:
     """Final metrics on every split, with the same names for every model family."""
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
     metrics: dict[str, float] = {}
     for split, (x, y) in dataset.splits().items():
-        if dataset.is_classification:
-            metrics[f"{split}_accuracy"] = estimator.score(x, y)
-        else:
-            predicted = estimator.predict(x)
-            metrics[f"{split}_mae"] = float(mean_absolute_error(y, predicted))
-            metrics[f"{split}_mse"] = float(mean_squared_error(y, predicted))
-            metrics[f"{split}_r2"] = float(r2_score(y, predicted))
-        loss = estimator.evaluate_loss(x, y)
-        if loss is not None:
-            metrics[f"{split}_loss"] = loss
+        metrics |= {f"{split}_{name}": value for name, value in estimator.split_metrics(x, y).items()}
     metrics.update(estimator.summary_metrics())
     return metrics
 

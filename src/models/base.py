@@ -86,16 +86,20 @@ class Estimator(BaseEstimator, abc.ABC):
 
     def score(self, x: np.ndarray, y: np.ndarray) -> float:
         """Accuracy for classification, R² for regression (as scikit-learn's ``score``)."""
-        from sklearn.metrics import accuracy_score, r2_score
-
-        predicted = self.predict(x)
-        if self.task_ == "regression":
-            return float(r2_score(y, predicted))
-        return float(accuracy_score(y, predicted))
+        metrics = prediction_metrics(self.task_, y, self.predict(x))
+        return metrics["r2" if self.task_ == "regression" else "accuracy"]
 
     @abc.abstractmethod
     def evaluate_loss(self, x: np.ndarray, y: np.ndarray) -> float | None:
         """The model's own training loss on ``x, y``, or None where it has none."""
+
+    def split_metrics(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """The final metrics of one split, named alike for every model family:
+        ``accuracy`` (classification) or ``mae``, ``mse`` and ``r2`` (regression),
+        then ``loss`` where the model has one."""
+        metrics = prediction_metrics(self.task_, y, self.predict(x))
+        loss = self.evaluate_loss(x, y)
+        return metrics if loss is None else {**metrics, "loss": loss}
 
     @property
     @abc.abstractmethod
@@ -182,3 +186,15 @@ def _installed_version(package: str) -> str:
     except PackageNotFoundError:
         return version(f"{package}-cpu")
 
+
+def prediction_metrics(task: str, y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Accuracy of predicted labels, or the errors and R² of predicted values."""
+    from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error, r2_score
+
+    if task != "regression":
+        return {"accuracy": float(accuracy_score(y, predicted))}
+    return {
+        "mae": float(mean_absolute_error(y, predicted)),
+        "mse": float(mean_squared_error(y, predicted)),
+        "r2": float(r2_score(y, predicted)),
+    }

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 from src.data.dataset import DataSpec, InputScaling
 from src.listeners import EpochListener
-from src.models.base import Estimator
+from src.models.base import Estimator, prediction_metrics
 
 _PREDICT_BATCH = 4096
 INPUT_SCALING_LAYER = "input_scaling"
@@ -273,18 +273,28 @@ class KerasMLP(Estimator):
         return output
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        return self._predicted(self.serving_output(x))
+
+    def evaluate_loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        return self._loss_of(self.serving_output(x), y)
+
+    def split_metrics(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        # One call of the model for both: an eager call of a small model costs far
+        # more than its arithmetic.
         output = self.serving_output(x)
+        return {**prediction_metrics(self.task_, y, self._predicted(output)), "loss": self._loss_of(output, y)}
+
+    def _predicted(self, output: np.ndarray) -> np.ndarray:
         if self.task_ == "regression":
             return output.ravel()
         if self.task_ == "binary":
             return (output.ravel() >= 0.5).astype(np.int64)
         return output.argmax(axis=1)
 
-    def evaluate_loss(self, x: np.ndarray, y: np.ndarray) -> float:
+    def _loss_of(self, output: np.ndarray, y: np.ndarray) -> float:
         # As `evaluate` computes it (compiled loss plus regularization), without
         # tracing a test function for every new model.
-        model = self._fitted()
-        loss = model.compute_loss(y=self._targets(y), y_pred=self.serving_output(x), training=False)
+        loss = self._fitted().compute_loss(y=self._targets(y), y_pred=output, training=False)
         return float(keras.ops.convert_to_numpy(loss))
 
     @property
