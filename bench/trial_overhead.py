@@ -1,0 +1,119 @@
+"""What a sweep trial costs beyond its training arithmetic, measured in one process.
+
+Runs the trials of a sweep definition the way a worker does (one composer, one
+:class:`~src.sweeps.trial.TrialObjective`, a journal study, a SQLite MLflow store in a
+fresh folder), after a few warm-up trials that trace the model structures, and prints
+per-trial medians: wall time, time inside the compiled training calls (the arithmetic,
+including their callbacks), the rest (the per-trial overhead: composing, building the
+model, evaluating, tracking), and the tracking store's writes and reads.
+
+Sweeps through ``src.sweep`` add process start-up, the study's set-up and the summary
+around these trials; ``bench/sweep_throughput.py`` measures the whole command.
+
+    python bench/trial_overhead.py [--sweep bench/hparams_search/xor_20_trials.yaml]
+        [--trials 30] [--warm-up 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+STORE_CALLS = ("create_run", "log_batch", "log_inputs", "update_run_info", "get_run", "get_experiment_by_name")
+
+
+def _counted(cls: type, name: str, counts: collections.Counter) -> None:
+    original = getattr(cls, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        counts[name] += 1
+        return original(*args, **kwargs)
+
+    setattr(cls, name, wrapper)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", type=Path, default=ROOT / "bench" / "hparams_search" / "xor_20_trials.yaml")
+    parser.add_argument("--trials", type=int, default=30, help="measured trials")
+    parser.add_argument("--warm-up", type=int, default=5, help="trials run first and not measured")
+    args = parser.parse_args()
+
+    from src.models.backend import import_tensorflow
+
+    import_tensorflow()
+    import optuna
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.tracking import MlflowClient
+
+    from src import tracking
+    from src.config import Composer
+    from src.models.compiled import CompiledLoop
+    from src.sweeps.spec import load_spec
+    from src.sweeps.trial import TrialObjective
+
+    counts: collections.Counter = collections.Counter()
+    for name in STORE_CALLS:
+        _counted(SqlAlchemyStore, name, counts)
+    training: list[float] = []
+    train = CompiledLoop._train
+
+    def timed_train(self, *a, **k):
+        started = time.perf_counter()
+        try:
+            return train(self, *a, **k)
+        finally:
+            training.append(time.perf_counter() - started)
+
+    CompiledLoop._train = timed_train
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = load_spec(args.sweep, n_trials=args.trials + args.warm_up)
+    with tempfile.TemporaryDirectory(prefix="mlplab-trial-bench-") as tmp, Composer() as composer:
+        tracking.connect(f"sqlite:///{tmp}/mlflow.db")
+        experiment = tracking.open_experiment(
+            "trial_overhead", {"uri": f"sqlite:///{tmp}/mlflow.db", "artifact_location": None}
+        )
+        client = MlflowClient()
+        sweep_run_id = client.create_run(experiment, run_name="sweep-trial_overhead").info.run_id  # as a worker: not active
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp}/study.log"))
+        study = optuna.create_study(
+            storage=storage, directions=spec.directions, sampler=optuna.samplers.TPESampler(seed=0)
+        )
+        objective = TrialObjective(spec, sweep_run_id, composer)
+        walls: list[float] = []
+
+        def measured(trial: optuna.Trial) -> float:
+            started = time.perf_counter()
+            try:
+                return objective(trial)
+            finally:
+                walls.append(time.perf_counter() - started)
+
+        study.optimize(measured, n_trials=args.warm_up)
+        walls.clear(), training.clear(), counts.clear()
+        started = time.perf_counter()
+        study.optimize(measured, n_trials=args.trials)
+        per_trial_with_optuna = (time.perf_counter() - started) / args.trials
+        client.set_terminated(sweep_run_id)
+
+    rest = [wall - arithmetic for wall, arithmetic in zip(walls, training, strict=True)]
+    print(f"{args.sweep.name}, {args.trials} trials after {args.warm_up} warm-up, medians per trial")
+    print(f"  trial (objective)        {1000 * statistics.median(walls):7.1f} ms")
+    print(f"  training calls           {1000 * statistics.median(training):7.1f} ms")
+    print(f"  overhead (the rest)      {1000 * statistics.median(rest):7.1f} ms")
+    print(f"  with Optuna's ask/tell   {1000 * per_trial_with_optuna:7.1f} ms (mean)")
+    print("  store calls per trial    " + ", ".join(f"{n} {counts[n] / args.trials:g}" for n in STORE_CALLS))
+
+
+if __name__ == "__main__":
+    main()
