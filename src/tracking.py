@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import yaml
-from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -338,10 +338,16 @@ class TrackedRun:
         self.run_id = run_id
         self.run_name = run_name
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        entries = [(k, _param_value(v)) for k, v in params.items()]
-        for start in range(0, len(entries), _MAX_PARAMS_PER_BATCH):
-            mlflow.log_params(dict(entries[start : start + _MAX_PARAMS_PER_BATCH]), run_id=self._active())
+    def log_params(self, params: Mapping[str, Any], *, tags: Mapping[str, Any] | None = None) -> None:
+        """Logs ``params``, and ``tags`` with them: one write to the store per 100 params."""
+        entries = [Param(k, _param_value(v)) for k, v in params.items()]
+        pending_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        run_id = self._active()
+        client = MlflowClient()
+        batches = [entries[i : i + _MAX_PARAMS_PER_BATCH] for i in range(0, len(entries), _MAX_PARAMS_PER_BATCH)]
+        for batch in batches or ([[]] if pending_tags else []):
+            client.log_batch(run_id, params=batch, tags=pending_tags)
+            pending_tags = []
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int | None = None, *, tags: Mapping[str, Any] | None = None
@@ -555,14 +561,21 @@ def invocation_run(
     )
 
 
-def log_config(tracked: TrackedRun, config: Mapping[str, Any]) -> dict[str, Any]:
+def log_config(
+    tracked: TrackedRun,
+    config: Mapping[str, Any],
+    *,
+    more_params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """``config`` (a password in ``tracking.uri`` redacted) as dotted params and
-    ``config.yaml``; returns the params logged."""
+    ``config.yaml``, with ``more_params`` (where a key is not the config's) and
+    ``tags`` in the same write; returns the config's params."""
     logged = dict(config)
     if "tracking" in logged:
         logged["tracking"] = {**logged["tracking"], "uri": redact(logged["tracking"]["uri"])}
     flat = flatten(logged)
-    tracked.log_params(flat)
+    tracked.log_params({**(more_params or {}), **flat}, tags=tags)
     # What OmegaConf.to_yaml writes for a resolved config, at a third of the cost
     # (every sweep trial logs one).
     text = yaml.dump(logged, Dumper=_ConfigDumper, sort_keys=False, allow_unicode=True, default_flow_style=False)

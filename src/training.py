@@ -209,19 +209,18 @@ def _run_models(
     results of the models sent to ``worker``, if any."""
     from src import tracking
 
-    parent.set_tags(_provenance_tags(plain, dataset))
+    data_params = {"data.n_features": dataset.n_features} | {
+        f"data.n_{split}": len(x) for split, (x, _) in dataset.splits().items()
+    }
+    # A flat run's model params go in the same write (the config's values win where both name a key).
+    model_params = next(iter(models.values())).params if flat else {}
+    tracking.log_config(parent, plain, more_params={**model_params, **data_params}, tags=_provenance_tags(plain, dataset))
     log_data(parent, dataset)
-    logged_config = tracking.log_config(parent, plain)
-    parent.log_params(
-        {"data.n_features": dataset.n_features}
-        | {f"data.n_{split}": len(x) for split, (x, _) in dataset.splits().items()}
-    )
     results: Metrics = {}
     run_ids: dict[str, str] = {}
     for name, model in models.items():
         if flat:
-            params = {k: v for k, v in model.params.items() if k not in logged_config}
-            results[name] = _train_and_log(name, model, dataset, parent, params, listeners, plain)
+            results[name] = _train_and_log(name, model, dataset, parent, {}, listeners, plain)
             run_ids[name] = parent.run_id
         else:
             results[name], run_ids[name] = train_in_child_run(
