@@ -91,5 +91,6 @@ def print_timeline(title: str, runs: list[tuple[list[tuple[float, str]], float]]
             print(f"  {at:5.2f} {runs[0][0][index][1][:110]}")
     print(f"  {statistics.median(walls):5.2f} exit; last line to exit {statistics.median(tails):.2f} s")
 
+
 if __name__ == "__main__":
     main()

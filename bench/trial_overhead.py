@@ -60,6 +60,7 @@ def main() -> None:
     from src.config import Composer
     from src.models.compiled import CompiledLoop
     from src.sweeps.spec import load_spec
+    from src.sweeps.study import make_sampler
     from src.sweeps.trial import TrialObjective
 
     counts: collections.Counter = collections.Counter()
@@ -79,16 +80,12 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = load_spec(args.sweep, n_trials=args.trials + args.warm_up)
     with tempfile.TemporaryDirectory(prefix="mlplab-trial-bench-") as tmp, Composer() as composer:
-        tracking.connect(f"sqlite:///{tmp}/mlflow.db")
-        experiment = tracking.open_experiment(
-            "trial_overhead", {"uri": f"sqlite:///{tmp}/mlflow.db", "artifact_location": None}
-        )
+        experiment = tracking.open_experiment("trial_overhead", {"uri": f"sqlite:///{tmp}/mlflow.db"})
         client = MlflowClient()
-        sweep_run_id = client.create_run(experiment, run_name="sweep-trial_overhead").info.run_id  # as a worker: not active
+        # As a worker holds it: the sweep's run, not active in this process.
+        sweep_run_id = client.create_run(experiment, run_name="sweep-trial_overhead").info.run_id
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp}/study.log"))
-        study = optuna.create_study(
-            storage=storage, directions=spec.directions, sampler=optuna.samplers.TPESampler(seed=0)
-        )
+        study = optuna.create_study(storage=storage, directions=spec.directions, sampler=make_sampler(spec))
         objective = TrialObjective(spec, sweep_run_id, composer)
         walls: list[float] = []
 
@@ -100,7 +97,9 @@ def main() -> None:
                 walls.append(time.perf_counter() - started)
 
         study.optimize(measured, n_trials=args.warm_up)
-        walls.clear(), training.clear(), counts.clear()
+        walls.clear()
+        training.clear()
+        counts.clear()
         started = time.perf_counter()
         study.optimize(measured, n_trials=args.trials)
         per_trial_with_optuna = (time.perf_counter() - started) / args.trials

@@ -174,7 +174,7 @@ def write_ahead_log(db_path: Path) -> None:
     in the file).
 
     In SQLite's default rollback-journal mode every commit syncs the disk several
-    times; a sweep trial makes about a dozen commits, and they cost a third of its
+    times; a sweep trial makes about ten commits, and they cost about 30% of its
     time. With a write-ahead log a commit is one append, and readers (the MLflow UI)
     no longer block writers. Committed data survives a killed process as before.
     A store that another process holds busy is left as it is, for the next command.

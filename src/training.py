@@ -214,7 +214,9 @@ def _run_models(
     }
     # A flat run's model params go in the same write (the config's values win where both name a key).
     model_params = next(iter(models.values())).params if flat else {}
-    tracking.log_config(parent, plain, more_params={**model_params, **data_params}, tags=_provenance_tags(plain, dataset))
+    tracking.log_config(
+        parent, plain, more_params={**model_params, **data_params}, tags=_provenance_tags(plain, dataset)
+    )
     log_data(parent, dataset)
     results: Metrics = {}
     run_ids: dict[str, str] = {}
