@@ -20,7 +20,7 @@ from src.sweeps.spec import load_spec
 from src.sweeps.storage import journal_path, open_storage
 from src.sweeps.study import counted_trials
 from src.sweeps.trial_runs import RUN_ID_ATTR
-from tests.conftest import ROOT, run_cli, start_cli, write_sweep
+from tests.conftest import ROOT, command_env, run_cli, start_cli, write_sweep
 
 SWEEPS = ROOT / "sweeps"
 
@@ -183,11 +183,14 @@ def test_best_config_reruns_through_train_and_reproduces_the_value(iris_sweep, c
 
 
 def test_two_workers_share_one_study(tmp_path, client):
+    temp = tmp_path / "temp"
+    temp.mkdir()
     result = run_cli(
         "src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), "n_trials=6", "workers=2",
-        "trainer.epochs=10", "experiment_name=sweep_two_workers", cwd=tmp_path,
+        "trainer.epochs=10", "experiment_name=sweep_two_workers", cwd=tmp_path, env=command_env(TMPDIR=str(temp)),
     )
     assert result.returncode == 0, result.stderr
+    assert not list(temp.iterdir())  # no worker leaves TensorFlow's AutoGraph files behind
     study = load_study(tmp_path, "xor_lr_activation")
     assert 6 <= len(counted_trials(study)) <= 7  # the two may race at the end
     workers = {t.user_attrs["worker"] for t in study.trials}
