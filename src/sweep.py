@@ -109,14 +109,14 @@ def run_sweep(spec: SweepSpec, verbose: bool = False) -> SweepSummary:
     base_cfg = compose(spec.base_overrides())
     plain = validate(base_cfg)
 
-    from src.sweeps.summary import OUTPUT_DIR
     from src.sweeps.workers import start_workers, stop_workers
 
     # Workers start first: their TensorFlow import (several seconds) overlaps the
-    # parent's set-up and baselines. Until they get a job they can simply be stopped.
+    # parent's set-up and baselines (MLflow's import among them: nothing before this
+    # line may import it). Until they get a job they can simply be stopped.
     # Each command's workers log to files of their own: several commands may share
     # a machine and a study.
-    log_dir = None if verbose else OUTPUT_DIR / spec.study_name / "logs"
+    log_dir = None if verbose else spec.output_dir / "logs"
     command = f"{socket.gethostname()}-{os.getpid()}"
     workers = start_workers(
         spec.workers,
@@ -159,7 +159,7 @@ def _run(opened: OpenedSweep, workers: list[Any]) -> SweepSummary:
     from src.sweeps.study import counted_trials
     from src.results import comparison_table
     from src.sweeps.summary import (
-        OUTPUT_DIR, log_to_run, prepare_plots, summarize, top_trials_table, train_command, write_best_config,
+        log_to_run, prepare_plots, summarize, top_trials_table, train_command, write_best_config,
     )
     from src.sweeps.study import StopWhenDone
     from src.sweeps.trial_runs import RUN_ID_ATTR, Reconciler
@@ -237,7 +237,7 @@ def _run(opened: OpenedSweep, workers: list[Any]) -> SweepSummary:
         summary = summarize(study, spec, epochs)
         if summary.best:
             pick = min(summary.best, key=lambda t: (-t.values[0] if spec.directions[0] == "maximize" else t.values[0]))
-            summary.best_config = write_best_config(pick, spec, OUTPUT_DIR / spec.study_name)
+            summary.best_config = write_best_config(pick, spec)
         try:
             _say_reconciled(reconciler.now())
             log_to_run(parent, study, spec, summary)

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Where a sweep's command writes what it keeps beside the stores: the best config,
+# the workers' logs (mlruns/sweeps/<study_name>/).
+OUTPUT_DIR = Path("mlruns") / "sweeps"
+
 # Each sampler and pruner a sweep may name, and its Optuna class (a Hydra config
 # names the class: _target_: optuna.samplers.TPESampler).
 SAMPLER_CLASSES = {
@@ -88,6 +92,10 @@ class SweepSpec:
     @property
     def directions(self) -> list[str]:
         return [o.direction for o in self.objectives]
+
+    @property
+    def output_dir(self) -> Path:
+        return OUTPUT_DIR / self.study_name
 
     def base_overrides(self) -> list[str]:
         """Overrides shared by every trial."""

@@ -22,9 +22,6 @@ from src.sweeps.trial_runs import EPOCHS_ATTR, fail_reason
 from src.results import format_table
 
 
-OUTPUT_DIR = Path("mlruns") / "sweeps"
-
-
 @dataclass
 class SweepSummary:
     complete: int
@@ -86,8 +83,9 @@ def top_trials_table(study: optuna.Study, spec: SweepSpec, limit: int = 5) -> st
     return format_table(rows, ["trial", *objectives, *extra, *(p.key for p in spec.params)])
 
 
-def write_best_config(study_best: FrozenTrial, spec: SweepSpec, directory: Path) -> Path:
-    """Writes the best trial's config where ``src.train`` can run it as it is.
+def write_best_config(study_best: FrozenTrial, spec: SweepSpec) -> Path:
+    """Writes the best trial's config in the sweep's output folder, where
+    ``src.train`` can run it as it is.
 
     It composes ``conf/config.yaml`` with the trial's group choices and values, so
     ``optimizer=sgd`` or any other override still works on it."""
@@ -102,8 +100,8 @@ def write_best_config(study_best: FrozenTrial, spec: SweepSpec, directory: Path)
         "champion": {"metric": objective.metric, "direction": objective.direction},
     }
     value = ", ".join(f"{o.metric}={v:.6g}" for o, v in zip(spec.objectives, study_best.values))
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "best_config.yaml"
+    spec.output_dir.mkdir(parents=True, exist_ok=True)
+    path = spec.output_dir / "best_config.yaml"
     path.write_text(
         f"# Best trial #{study_best.number} of sweep {spec.study_name}: {value}\n"
         f"# Run it: {train_command(path)} [key=value ...]\n"
