@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import mlflow
 import yaml
@@ -115,11 +115,16 @@ def redact(uri: str) -> str:
 
 def redact_text(text: str, *uris: str) -> str:
     """``text`` with the password of each of ``uris`` replaced by ``***`` (for
-    driver messages that may quote a connection string)."""
+    driver messages that may quote a connection string).
+
+    Only where it stands alone (as in ``:s3cret@`` or ``password=s3cret``), in its
+    URL-encoded form or as typed: a short password such as ``p`` would otherwise
+    turn ``psycopg.OperationalError`` into ``***syco***g.O***erationalError``.
+    """
     for uri in uris:
         password = urlsplit(uri).password
-        if password:
-            text = text.replace(password, "***")
+        for form in {password, unquote(password or "")} - {None, ""}:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", "***", text)
     return text
 
 

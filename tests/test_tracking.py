@@ -197,6 +197,17 @@ def test_a_store_failure_is_said_in_a_few_words():
 def test_redaction_hides_passwords():
     assert tracking.redact("postgresql://me:s3cret@db:5432/x") == "postgresql://me:***@db:5432/x"
     assert tracking.redact("sqlite:///mlruns/mlflow.db") == "sqlite:///mlruns/mlflow.db"
+    uri = "postgresql://me:s3cret@db:5432/x"
+    assert tracking.redact_text(f"failed: {uri}, password=s3cret", uri) == (
+        "failed: postgresql://me:***@db:5432/x, password=***"
+    )
+    # a short password is hidden where it stands alone, not inside the driver's words
+    message = '(psycopg.OperationalError) connection to "db" failed: password "p" rejected'
+    assert tracking.redact_text(message, "postgresql://me:p@db/x") == (
+        '(psycopg.OperationalError) connection to "db" failed: password "***" rejected'
+    )
+    # URL-encoded in the URI, typed as it is in the driver's message
+    assert tracking.redact_text("auth failed for p@ss!", "postgresql://me:p%40ss%21@db/x") == "auth failed for ***"
 
 
 @pytest.fixture(scope="module")
