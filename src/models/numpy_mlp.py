@@ -108,16 +108,17 @@ class NumpyMLP(Estimator):
         ]
         return self
 
-    def _activations(self, layer: int) -> str:
-        return self.output_activation_ if layer == len(self.weights_) - 1 else self.activation
+    def _layer_activations(self) -> list[str]:
+        """Each layer's activation: the hidden layers', then the output layer's."""
+        return [self.activation] * (len(self.weights_) - 1) + [self.output_activation_]
 
     def forward(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Pre-activations ``z`` and activations ``a`` of every layer (``a[0]`` is the input)."""
         zs, activations = [], [np.asarray(x, dtype=np.float64)]
-        for layer, (w, b) in enumerate(zip(self.weights_, self.biases_)):
+        for w, b, name in zip(self.weights_, self.biases_, self._layer_activations()):
             z = activations[-1] @ w + (b if self.use_bias else 0.0)
             zs.append(z)
-            activations.append(activate(self._activations(layer), z))
+            activations.append(activate(name, z))
         return zs, activations
 
     def loss_value(self, output: np.ndarray, target: np.ndarray) -> float:
@@ -133,13 +134,15 @@ class NumpyMLP(Estimator):
         output = activations[-1]
         t = np.asarray(t, dtype=np.float64).reshape(output.shape)
         n = len(x)
-        if self.loss_ == "binary_crossentropy" and self.output_activation_ == "sigmoid":
+        # Looked up once per step, not per use: a textbook run takes 360,000 steps.
+        names, loss = self._layer_activations(), self.loss_
+        if loss == "binary_crossentropy" and names[-1] == "sigmoid":
             delta = (output - t) / n  # the sigmoid's derivative cancels against the log
-        elif self.loss_ == "binary_crossentropy":
+        elif loss == "binary_crossentropy":
             p = np.clip(output, 1e-12, 1 - 1e-12)
-            delta = (p - t) / (p * (1 - p)) * derivative(self.output_activation_, zs[-1], output) / n
+            delta = (p - t) / (p * (1 - p)) * derivative(names[-1], zs[-1], output) / n
         else:
-            delta = (output - t) * derivative(self.output_activation_, zs[-1], output) / n
+            delta = (output - t) * derivative(names[-1], zs[-1], output) / n
         grad_w: list[np.ndarray] = [np.empty(0)] * len(self.weights_)
         grad_b: list[np.ndarray] = [np.empty(0)] * len(self.weights_)
         for layer in range(len(self.weights_) - 1, -1, -1):
@@ -148,9 +151,7 @@ class NumpyMLP(Estimator):
             if layer:
                 # the error reaching layer-1's outputs, times *its own* activation's slope
                 below = layer - 1
-                delta = (delta @ self.weights_[layer].T) * derivative(
-                    self._activations(below), zs[below], activations[layer]
-                )
+                delta = (delta @ self.weights_[layer].T) * derivative(names[below], zs[below], activations[layer])
         return grad_w, grad_b
 
     def step(self, x: np.ndarray, t: np.ndarray) -> None:
@@ -188,11 +189,12 @@ class NumpyMLP(Estimator):
         every = max(1, self.epochs // 1000)
         self.history_ = {"loss": []}
         self.recorded_epochs_ = []
+        # Without shuffling, every epoch takes the same batches: they are cut once.
+        fixed = None if self.shuffle else _batches(x, t, np.arange(len(x)), batch)
         for epoch in range(1, self.epochs + 1):
-            order = rng.permutation(len(x)) if self.shuffle else np.arange(len(x))
-            for start in range(0, len(x), batch):
-                rows = order[start : start + batch]
-                self.step(x[rows], t[rows])
+            batches = fixed if fixed is not None else _batches(x, t, rng.permutation(len(x)), batch)
+            for x_batch, t_batch in batches:
+                self.step(x_batch, t_batch)
             if epoch % every and epoch != self.epochs:
                 continue
             self.recorded_epochs_.append(epoch)
@@ -254,6 +256,11 @@ class NumpyMLP(Estimator):
     def summary_metrics(self) -> dict[str, float]:
         n_biases = sum(b.size for b in self.biases_) if self.use_bias else 0
         return {"n_params": int(sum(w.size for w in self.weights_) + n_biases)}
+
+
+def _batches(x: np.ndarray, t: np.ndarray, order: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The rows of ``x`` and ``t`` in ``order``, cut into batches of ``size``."""
+    return [(x[rows], t[rows]) for rows in (order[start : start + size] for start in range(0, len(x), size))]
 
 
 def _serving_model(model: NumpyMLP) -> Any:
