@@ -76,32 +76,12 @@ def exit_now(code: int | str | None = 0) -> None:
         print(code, file=sys.stderr)
         code = 1
     logging.shutdown()
-    _remove_autograph_sources()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
     os._exit(code or 0)
-
-
-def _remove_autograph_sources() -> None:
-    """Deletes the files TensorFlow's AutoGraph wrote for this process.
-
-    AutoGraph writes each function it converts to ``__autograph_generated_file*.py``
-    in the temp folder and deletes it from an ``atexit`` hook, which ``os._exit``
-    skips: every command would leave two or more files behind. Its modules stay in
-    ``sys.modules`` under the file's name, so no TensorFlow import is needed to find them.
-    """
-    import os
-
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if name.startswith("__autograph_generated_file") and path:
-            try:
-                os.remove(path)
-            except OSError:  # already gone, or not ours to delete: nothing a user needs
-                pass
 
 
 @contextmanager

@@ -192,7 +192,12 @@ class CompiledLoop:
         runner = _blank_copy(self.model, (data[0][:batch], data[1][:batch], None), xla=self.jit_compile)
         train_keys = list(runner.get_metrics_result())
         keys = train_keys + ([f"val_{k}" for k in train_keys] if validation else [])
-        function = tf.function(self._chunk_function(runner, batch, keys, chunk), jit_compile=self.jit_compile)
+        # Without AutoGraph: the loops are tf.while_loop already and every `if` is on
+        # a Python value, as in Keras's own steps (do_not_convert); converting the
+        # source cost about 1 s of each process's first trace.
+        function = tf.function(
+            self._chunk_function(runner, batch, keys, chunk), jit_compile=self.jit_compile, autograph=False
+        )
         program = _programs[key] = _Program(runner, function, keys)
         if len(_programs) > PROGRAM_CACHE_SIZE:
             _programs.popitem(last=False)
