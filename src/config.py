@@ -96,6 +96,8 @@ class Composer:
     def group_options(self, group: str, folders: Sequence[Path] = ()) -> list[str]:
         """The options of a config group (empty for a key that is not a group), with
         those of folders a ``hydra.searchpath`` override adds."""
+        if "." in group:  # a config key: Hydra names a nested group with "/"
+            return []
         key = (group, *folders)
         if key not in self._groups:  # Hydra lists the directory on every call
             loader = GlobalHydra.instance().config_loader()
