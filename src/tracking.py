@@ -123,8 +123,9 @@ def redact_text(text: str, *uris: str) -> str:
     """
     for uri in uris:
         password = urlsplit(uri).password
-        for form in {password, unquote(password or "")} - {None, ""}:
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", "***", text)
+        if password:
+            for form in {password, unquote(password)}:
+                text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", "***", text)
     return text
 
 
