@@ -15,7 +15,7 @@ W2 = [-0.034, 0.166, 0.566] after one step; the correct values are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,8 +114,11 @@ class NumpyMLP(Estimator):
 
     def forward(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Pre-activations ``z`` and activations ``a`` of every layer (``a[0]`` is the input)."""
+        return self._forward(x, self._layer_activations())
+
+    def _forward(self, x: np.ndarray, names: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         zs, activations = [], [np.asarray(x, dtype=np.float64)]
-        for w, b, name in zip(self.weights_, self.biases_, self._layer_activations()):
+        for w, b, name in zip(self.weights_, self.biases_, names):
             z = activations[-1] @ w + (b if self.use_bias else 0.0)
             zs.append(z)
             activations.append(activate(name, z))
@@ -130,12 +133,12 @@ class NumpyMLP(Estimator):
 
     def gradients(self, x: np.ndarray, t: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """d loss / d weights and d loss / d biases for the batch ``x, t`` (backpropagation)."""
-        zs, activations = self.forward(x)
+        # Looked up once per step, not per use: a textbook run takes 360,000 steps.
+        names, loss = self._layer_activations(), self.loss_
+        zs, activations = self._forward(x, names)
         output = activations[-1]
         t = np.asarray(t, dtype=np.float64).reshape(output.shape)
         n = len(x)
-        # Looked up once per step, not per use: a textbook run takes 360,000 steps.
-        names, loss = self._layer_activations(), self.loss_
         if loss == "binary_crossentropy" and names[-1] == "sigmoid":
             delta = (output - t) / n  # the sigmoid's derivative cancels against the log
         elif loss == "binary_crossentropy":
@@ -190,7 +193,7 @@ class NumpyMLP(Estimator):
         self.history_ = {"loss": []}
         self.recorded_epochs_ = []
         # Without shuffling, every epoch takes the same batches: they are cut once.
-        fixed = None if self.shuffle else _batches(x, t, np.arange(len(x)), batch)
+        fixed = None if self.shuffle else list(_batches(x, t, np.arange(len(x)), batch))
         for epoch in range(1, self.epochs + 1):
             batches = fixed if fixed is not None else _batches(x, t, rng.permutation(len(x)), batch)
             for x_batch, t_batch in batches:
@@ -258,9 +261,12 @@ class NumpyMLP(Estimator):
         return {"n_params": int(sum(w.size for w in self.weights_) + n_biases)}
 
 
-def _batches(x: np.ndarray, t: np.ndarray, order: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The rows of ``x`` and ``t`` in ``order``, cut into batches of ``size``."""
-    return [(x[rows], t[rows]) for rows in (order[start : start + size] for start in range(0, len(x), size))]
+def _batches(x: np.ndarray, t: np.ndarray, order: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The rows of ``x`` and ``t`` in ``order``, cut into batches of ``size`` (each copied
+    when it is reached: a shuffled epoch never holds a second copy of the data)."""
+    for start in range(0, len(x), size):
+        rows = order[start : start + size]
+        yield x[rows], t[rows]
 
 
 def _serving_model(model: NumpyMLP) -> Any:
