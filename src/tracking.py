@@ -340,9 +340,10 @@ class TrackedRun:
     written (:func:`run` makes it so; a nested run's parent is active again once
     the child has ended)."""
 
-    def __init__(self, run_id: str, run_name: str = "") -> None:
+    def __init__(self, run_id: str, run_name: str, experiment_id: str) -> None:
         self.run_id = run_id
         self.run_name = run_name
+        self.experiment_id = experiment_id
 
     def log_params(self, params: Mapping[str, Any], *, tags: Mapping[str, Any] | None = None) -> None:
         """Logs ``params``, and ``tags`` with them: one write to the store per 100 params."""
@@ -520,7 +521,7 @@ def run(
     status: int | None = RunStatus.FINISHED
     in_flight = True  # an exception is leaving the block
     try:
-        yield TrackedRun(active.info.run_id, active.info.run_name)
+        yield TrackedRun(active.info.run_id, active.info.run_name, active.info.experiment_id)
         in_flight = False
     except finish_on:
         raise

@@ -153,8 +153,11 @@ def run(
 
         from src import tracking  # MLflow is imported only once the config is known good
 
-        with announced(f"opening the tracking store {tracking.redact(plain['tracking']['uri'])}"):
-            experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
+        if into is not None:
+            experiment = into.experiment_id  # the caller's open run: its store is connected
+        else:
+            with announced(f"opening the tracking store {tracking.redact(plain['tracking']['uri'])}"):
+                experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
         if plots_enabled(plain):
             from src.plots import prepare_in_background
 

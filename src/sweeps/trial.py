@@ -76,6 +76,7 @@ class TrialObjective:
         self.prune = spec.pruner["name"] != "none"
         self.tracking_failure: tracking.TrackingError | None = None
         self._lost_to_tracking: set[int] = set()
+        self._experiment_ids: dict[tuple[str, str], str] = {}
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         values = {param.key: suggest(trial, param) for param in self.spec.params}
@@ -105,8 +106,7 @@ class TrialObjective:
             return objective if self.spec.multi_objective else objective[0]
 
     def _tracked(self, trial: optuna.Trial, cfg: Any, plain: dict[str, Any], values: dict[str, Any]) -> Any:
-        with tracking.store_errors():
-            experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
+        experiment = self._experiment(plain)
         tags = {STUDY_TAG: self.spec.study_name, TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"}
         reporter = PruningReporter(trial, self.spec.objectives[0].report, self.prune, plain["trainer"]["epochs"])
         with tracking.store_errors(), tracking.run(
@@ -145,6 +145,15 @@ class TrialObjective:
                 tags={STATE_TAG: "COMPLETE"},
             )
         return objective if self.spec.multi_objective else objective[0]
+
+    def _experiment(self, plain: dict[str, Any]) -> str:
+        """The id of the trial's MLflow experiment, looked up once per worker (a
+        trial's run would fail in an experiment deleted since, as it would anyway)."""
+        key = (plain["experiment_name"], plain["tracking"]["uri"])
+        if key not in self._experiment_ids:
+            with tracking.store_errors():
+                self._experiment_ids[key] = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
+        return self._experiment_ids[key]
 
     def requeue_lost(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna callback: a trial that failed only because tracking failed is
