@@ -59,6 +59,15 @@ def report(exc: MlplabError) -> int:
     return exc.exit_code
 
 
+_CLEAN_UPS_AT_EXIT: list[Callable[[], None]] = []
+
+
+def clean_up_at_exit(action: Callable[[], None]) -> None:
+    """Has :func:`exit_now` run ``action``: a clean-up that the teardown it skips
+    would have done (``atexit``), such as removing a temporary folder."""
+    _CLEAN_UPS_AT_EXIT.append(action)
+
+
 def exit_now(code: int | str | None = 0) -> None:
     """Ends a command's process with ``code`` once its output is flushed, without
     the interpreter's teardown.
@@ -75,6 +84,11 @@ def exit_now(code: int | str | None = 0) -> None:
     if isinstance(code, str):  # sys.exit("message") prints it and exits 1
         print(code, file=sys.stderr)
         code = 1
+    for action in _CLEAN_UPS_AT_EXIT:
+        try:
+            action()
+        except Exception:  # noqa: BLE001  (a clean-up must not change how the command ends)
+            pass
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from src.sweeps.spec import load_spec
 from src.sweeps.storage import journal_path, open_storage
 from src.sweeps.study import counted_trials
 from src.sweeps.trial_runs import RUN_ID_ATTR
-from tests.conftest import ROOT, command_env, run_cli, start_cli, write_sweep
+from tests.conftest import ROOT, command_env, finish, run_cli, start_cli, write_sweep
 
 SWEEPS = ROOT / "sweeps"
 
@@ -202,14 +203,22 @@ def test_best_config_reruns_through_train_and_reproduces_the_value(iris_sweep, c
 
 
 def test_two_workers_share_one_study(tmp_path, client):
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    result = run_cli(
-        "src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), "n_trials=6", "workers=2",
-        "trainer.epochs=10", "experiment_name=sweep_two_workers", cwd=tmp_path, env=command_env(TMPDIR=str(temp)),
-    )
-    assert result.returncode == 0, result.stderr
-    assert not list(temp.iterdir())  # no worker leaves TensorFlow's AutoGraph files behind
+    # A temp folder of its own, with a short path: the workers' fork server listens
+    # on a Unix socket in it (see the next test for a long one).
+    with tempfile.TemporaryDirectory(prefix="mlplab-") as short:
+        temp = Path(short)
+        result = run_cli(
+            "src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), "n_trials=6", "workers=2",
+            "trainer.epochs=10", "experiment_name=sweep_two_workers", cwd=tmp_path, env=command_env(TMPDIR=short),
+        )
+        assert result.returncode == 0, result.stderr
+        # No worker leaves TensorFlow's AutoGraph files behind (the fork server's socket folder goes too).
+        assert not list(temp.iterdir()), list(temp.iterdir())
+    # TensorFlow was imported once for both: each import writes oneDNN's notice (with
+    # its process id) to the command's TensorFlow log, and the workers were forked after it.
+    log = (tmp_path / "mlruns" / "logs" / "tensorflow.log").read_text()
+    importers = set(re.findall(r"^I0000 \S+ +(\d+) port\.cc:\d+\] oneDNN custom operations are on", log, re.M))
+    assert len(importers) == 1, log
     study = load_study(tmp_path, "xor_lr_activation")
     assert 6 <= len(counted_trials(study)) <= 7  # the two may race at the end
     workers = {t.user_attrs["worker"] for t in study.trials}
@@ -218,6 +227,50 @@ def test_two_workers_share_one_study(tmp_path, client):
     numbers = [int(r.data.tags["optuna.trial"]) for r in runs]
     assert sorted(numbers) == sorted(t.number for t in study.trials)  # none lost, none twice
     assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_workers_are_spawned_where_the_fork_server_cannot_listen(tmp_path):
+    # A temp folder whose path is too long for a Unix socket: the fork server cannot
+    # start, and each of the workers is spawned and imports for itself, as one is.
+    deep = tmp_path / ("t" * 100)
+    deep.mkdir()
+    code = (
+        "from src.sweeps.workers import start_workers, stop_workers\n"
+        "workers = start_workers(2, [None, None])\n"
+        "print(*(f'{type(w.process).__name__}:{w.started}' for w in workers))\n"
+        "stop_workers(workers)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=command_env(TMPDIR=str(deep)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["SpawnProcess:True", "SpawnProcess:True"], result.stderr
+
+
+def test_a_sweep_that_fails_before_its_trials_leaves_no_process_behind(tmp_path):
+    (tmp_path / "garbage.db").write_text("not a database\n")
+    command = start_cli("src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), "workers=2",
+                        "tracking.uri=sqlite:///garbage.db", cwd=tmp_path)
+    command.wait(120)
+    # The workers' fork server goes with the command, not once its imports are done
+    # (seconds later, holding the command's output open: a pipe would wait for it).
+    deadline = time.monotonic() + 3
+    while (left := _processes_in(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left
+    result = finish(command)
+    assert result.returncode == 1
+    assert len(result.stderr_lines) == 1 and "garbage.db" in result.stderr_lines[0], result.stderr
+
+
+def _processes_in(folder: Path) -> list[str]:
+    """The command lines of the processes whose working folder is ``folder``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") == str(folder):
+                found.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " "))
+        except OSError:
+            continue
+    return found
 
 
 def _start_sweep(cwd: Path, *args: str) -> subprocess.Popen:

@@ -1,20 +1,24 @@
 """Long-lived worker processes that share one study, and the parent that watches them.
 
-Workers are started first thing: each imports TensorFlow (several seconds) while
-the parent opens the study and the MLflow run and trains the baselines, then
-receives its :class:`WorkerJob` through a pipe. It keeps its Hydra composer and
-loaded code for the whole sweep, and runs trials until the study holds
-``n_trials``. TensorFlow's threads are split between the workers so they do not
-fight over the cores.
+Workers are started first thing: they import TensorFlow (several seconds) while
+the parent opens the study and the MLflow run and trains the baselines, then each
+receives its :class:`WorkerJob` through a pipe. One worker is spawned and imports
+for itself; several are forked from one server process that imports for all of
+them (:func:`start_workers`). A worker keeps its Hydra composer and loaded code
+for the whole sweep, and runs trials until the study holds ``n_trials``.
+TensorFlow's threads are split between the workers so they do not fight over the
+cores.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import time
@@ -27,7 +31,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from src.errors import ConfigError, MlplabError, exit_now, first_line, report
+from src.errors import ConfigError, MlplabError, clean_up_at_exit, exit_now, first_line, report
 from src.sweeps.definition import SweepSpec
 
 log = logging.getLogger("mlplab")
@@ -56,14 +60,27 @@ class WorkerStopped:
 
 @dataclass
 class Worker:
-    """A started worker process and the parent's end of the pipe its job goes
-    through (and its :class:`WorkerStopped`, if it stops on an error)."""
+    """A worker process and the parent's end of the pipe its job goes through (and
+    its :class:`WorkerStopped`, if it stops on an error). A forked worker's process
+    starts when it is sent its job; until then ``child_end`` holds the pipe's other end."""
 
     process: multiprocessing.process.BaseProcess
     connection: Connection
     log_path: Path | None
+    child_end: Connection | None = None
     has_job: bool = False
     stopped: WorkerStopped | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.process.pid is not None
+
+    def start(self) -> None:
+        """Starts the process (a forked one waits until the fork server has imported)."""
+        self.process.start()
+        assert self.child_end is not None
+        self.child_end.close()
+        self.child_end = None
 
     def receive_stop(self) -> WorkerStopped | None:
         """The worker's stop message, once it has exited (None if it sent none)."""
@@ -185,24 +202,59 @@ def _optimize(job: WorkerJob) -> None:
 
 
 # ------------------------------------------------------------------- the parent
+PRELOAD_MODULE = "src.sweeps.preload"
+
+
 def start_workers(count: int, log_paths: list[Path | None]) -> list[Worker]:
     """Starts ``count`` worker processes, which import TensorFlow and then wait for
-    :func:`send_jobs`; the caller goes on meanwhile."""
-    context = multiprocessing.get_context("spawn")
+    :func:`send_jobs`; the caller goes on meanwhile.
+
+    One worker is spawned at once and imports for itself. Several are forked from
+    multiprocessing's fork server, which starts here and imports what they need
+    once (:mod:`src.sweeps.preload`): each further worker would import TensorFlow,
+    MLflow and the rest again, seconds of CPU that two workers on two cores wait
+    for. They are forked by :func:`send_jobs`, from a server that has finished its
+    imports (the sending waits for that). Where the server cannot run, all are spawned.
+    """
+    server = _fork_server() if count > 1 else None
+    context = server or multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // count)
     workers = []
     for index, log_path in zip(range(count), log_paths, strict=True):
         parent_end, child_end = context.Pipe()
         process = context.Process(target=worker_main, args=(child_end, threads, log_path), name=f"worker-{index}")
-        process.start()
-        child_end.close()
-        workers.append(Worker(process, parent_end, log_path))
+        workers.append(Worker(process, parent_end, log_path, child_end))
+        if server is None:
+            workers[-1].start()
     return workers
 
 
+def _fork_server() -> multiprocessing.context.BaseContext | None:
+    """multiprocessing's fork server, started and importing what a worker needs;
+    None where it cannot run: a platform without one (Windows), or a temp folder
+    whose path is too long for the server's Unix socket (its workers are then spawned)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    from multiprocessing import forkserver, util
+
+    # The server's socket is in a folder multiprocessing removes at exit, which a
+    # command skips (exit_now).
+    clean_up_at_exit(functools.partial(shutil.rmtree, util.get_temp_dir(), ignore_errors=True))
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([PRELOAD_MODULE])
+    try:
+        forkserver.ensure_running()
+    except OSError as exc:
+        log.debug("the workers are spawned: the fork server did not start (%s)", first_line(exc))
+        return None
+    return context
+
+
 def send_jobs(workers: list[Worker], jobs: list[WorkerJob]) -> None:
-    """Hands each started worker its job."""
+    """Hands each worker its job, forking it first if it is not started yet."""
     for worker, job in zip(workers, jobs, strict=True):
+        if not worker.started:
+            worker.start()
         worker.connection.send(job)
         worker.has_job = True
 
@@ -246,7 +298,7 @@ def run_workers(
 def interrupt_workers(workers: list[Worker], study: optuna.Study, reason: str = "interrupted (Ctrl-C)") -> None:
     """Stops the workers; trials they leave running end failed, their MLflow runs KILLED."""
     stop_workers(workers)
-    for process in (w.process for w in workers):
+    for process in (w.process for w in workers if w.started):
         fail_trials_of(study, process.pid, reason, retry=False, status="KILLED")
 
 
@@ -260,7 +312,7 @@ def stop_workers(workers: list[Worker]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.process.pid, signal.SIGINT if worker.has_job else signal.SIGKILL)
     deadline = time.time() + 60
-    for process in (w.process for w in workers):
+    for process in (w.process for w in workers if w.started):
         process.join(max(0.1, deadline - time.time()))
         if process.is_alive():
             process.terminate()
