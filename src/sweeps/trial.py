@@ -147,8 +147,8 @@ class TrialObjective:
         return objective if self.spec.multi_objective else objective[0]
 
     def _experiment(self, plain: dict[str, Any]) -> str:
-        """The id of the trial's MLflow experiment, looked up once per worker (a
-        trial's run would fail in an experiment deleted since, as it would anyway)."""
+        """The id of the trial's MLflow experiment, looked up once per worker. (An
+        experiment deleted mid-sweep fails the next trial's run either way.)"""
         key = (plain["experiment_name"], plain["tracking"]["uri"])
         if key not in self._experiment_ids:
             with tracking.store_errors():
