@@ -1,8 +1,8 @@
 """What every sweep worker imports before its job, imported once by the fork
 server that several workers of one command are forked from (see
-:func:`src.sweeps.workers.start_workers`): TensorFlow and Keras, the trial's code
-(MLflow, Optuna, Hydra) and MLflow's SQL store. Importing this module is the
-whole of its job.
+:func:`src.sweeps.workers.start_workers`): what
+:func:`~src.sweeps.workers.import_for_trials` imports, and MLflow's SQL store.
+Importing this module is the whole of its job.
 
 Nothing here may start TensorFlow's runtime, a Python thread or a connection:
 the workers are forked from this state, and each sets its own TensorFlow threads.
@@ -29,10 +29,10 @@ if sys.platform == "linux":
     _PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
-from src.models.backend import import_tensorflow  # noqa: E402
+from src.sweeps.workers import import_for_trials  # noqa: E402
 
-import_tensorflow()
+import_for_trials()
 
+# A spawned worker imports MLflow's SQL store when its store is one (tracking.connect,
+# about 1 s); forked workers share one import of it.
 import mlflow.store.tracking.sqlalchemy_store  # noqa: E402, F401
-
-import src.sweeps.trial  # noqa: E402, F401

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from types import ModuleType
 
 import optuna
 from optuna.trial import TrialState
@@ -146,6 +147,18 @@ def _ctrl_c_once(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def import_for_trials() -> ModuleType:
+    """Imports what a worker needs before its job arrives (TensorFlow and Keras,
+    and the trial's code: MLflow, Optuna, Hydra) and returns ``tensorflow``.
+    TensorFlow's runtime is not started: its thread counts can still be set."""
+    from src.models.backend import import_tensorflow
+
+    tf = import_tensorflow()
+    import src.sweeps.trial  # noqa: F401
+
+    return tf
+
+
 def worker_main(connection: Connection, threads: int, log_path: Path | None) -> None:
     """Entry point of a worker process: import, then wait for the job and run it."""
     signal.signal(signal.SIGINT, _ctrl_c_once)
@@ -156,12 +169,9 @@ def worker_main(connection: Connection, threads: int, log_path: Path | None) -> 
         os.dup2(sink, 2)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        from src.models.backend import import_tensorflow
-
-        tf = import_tensorflow()
+        tf = import_for_trials()  # a no-op in a worker forked from the fork server
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        import src.sweeps.trial  # noqa: F401  (Keras, MLflow, Hydra: imported before the job arrives)
 
         try:
             job = connection.recv()
