@@ -441,7 +441,7 @@ class TrackedRun:
             figure = None
             try:
                 figure = draw()
-                mlflow.log_figure(figure, artifact, save_kwargs={"dpi": 100, "bbox_inches": "tight"})
+                mlflow.log_figure(figure, artifact, save_kwargs=_save_kwargs(figure))
             except Exception as exc:
                 log.warning("plot %s skipped: %s", artifact, first_line(exc))
             else:
@@ -476,6 +476,16 @@ class LoggableModel(Protocol):
     """A fitted model that logs itself with its MLflow flavor into the active run."""
 
     def log_model(self, example: Any) -> None: ...
+
+
+def _save_kwargs(figure: Any) -> dict[str, Any]:
+    """How a figure is saved: PNG at 100 dpi, cropped to its content unless a
+    layout engine already fits it to its canvas (mlplab's figures are constrained;
+    Optuna's are not). Cropping draws the figure a second time, for its extent:
+    0.64 against 0.34 s for a learning-curve figure on the 2-core machine."""
+    if figure.get_layout_engine() is not None:
+        return {"dpi": 100}
+    return {"dpi": 100, "bbox_inches": "tight"}
 
 
 def _close_figure(figure: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import struct
 import threading
 
 import mlflow
@@ -282,4 +283,7 @@ def test_runs_carry_their_plots(xor_run, client):
     assert plots(children["sklearn_perceptron"].info.run_id) == {"decision_boundary.png", "confusion_matrix.png"}
     local = mlflow.artifacts.download_artifacts(f"{parent.info.artifact_uri}/plots/decision_boundaries.png")
     with open(local, "rb") as png:
-        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+        header = png.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    # Three 5 x 4 in panels at 100 dpi: the canvas as its layout fitted it, not cropped.
+    assert struct.unpack(">II", header[16:24]) == (1500, 400)
