@@ -140,15 +140,57 @@ def _open(spec: SweepSpec, base_cfg: DictConfig, plain: dict[str, Any]) -> Opene
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # The tracking store first: if it cannot be reached, nothing is created or trained.
-    experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
+    tracking.connect(plain["tracking"]["uri"])
     study, created = open_study(spec, plain["trainer"]["epochs"], create=True)
     if [d.name.lower() for d in study.directions] != spec.directions:
         raise ConfigError(
             f"study {spec.study_name} in {describe(spec.storage, spec.study_name)} optimizes "
             f"{[d.name.lower() for d in study.directions]}, not {spec.directions}; use another study_name"
         )
+    _check_sweep_run(study, spec.study_name, plain["experiment_name"])
+    experiment = tracking.open_experiment(plain["experiment_name"], plain["tracking"])
     recovered = recover_orphans(study, recovers_by_heartbeat(spec.storage))
     return OpenedSweep(spec, base_cfg, plain, study, created, experiment, recovered)
+
+
+def _check_sweep_run(study: optuna.Study, study_name: str, experiment_name: str) -> None:
+    """A study being resumed logs under its MLflow run, which must be in this store
+    and experiment: trial runs logged anywhere else would not sit under it, and the
+    study's earlier trials would be logged a second time there."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from src import tracking
+    from src.sweeps.trial_runs import RUN_ID_ATTR
+
+    run_id = study.user_attrs.get(RUN_ID_ATTR)
+    if run_id is None:
+        return
+    client = MlflowClient()
+    where = tracking.redact(client.tracking_uri)
+    with tracking.store_errors():
+        try:
+            found = client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            found = None
+        started_in = None if found is None else client.get_experiment(found.info.experiment_id)
+    if found is None:
+        raise ConfigError(
+            f"study {study_name}'s MLflow run {run_id} is not in the tracking store {where}: "
+            "use the tracking.uri the study was started with, or a new study_name"
+        )
+    if found.info.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"study {study_name}'s MLflow run {run_id} was deleted from {where}: restore it "
+            f"(mlflow runs restore --run-id {run_id}, with MLFLOW_TRACKING_URI set to the store), or use a new study_name"
+        )
+    if started_in.name != experiment_name:
+        raise ConfigError(
+            f"study {study_name}'s MLflow run is in experiment '{started_in.name}', not '{experiment_name}': "
+            f"use experiment_name={started_in.name}, or a new study_name"
+        )
 
 
 def _run(opened: OpenedSweep, workers: list[Any]) -> SweepSummary:

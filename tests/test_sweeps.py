@@ -17,6 +17,7 @@ import pytest
 from mlflow.entities import ViewType
 from optuna.trial import TrialState
 
+from src import tracking
 from src.errors import ConfigError
 from src.sweeps.spec import load_spec
 from src.sweeps.storage import journal_path, open_storage
@@ -202,6 +203,36 @@ def test_best_config_reruns_through_train_and_reproduces_the_value(iris_sweep, c
     assert int(champion.version) == 1 and champion.run_id == keras[0].info.run_id
 
 
+
+@pytest.mark.parametrize("elsewhere, says", [
+    ("tracking.uri=sqlite:///elsewhere.db", "is not in the tracking store sqlite:///elsewhere.db: use the tracking.uri"),
+    ("experiment_name=sweep_other", "is in experiment 'sweep_iris', not 'sweep_other': use experiment_name=sweep_iris"),
+])
+def test_resuming_a_study_with_its_mlflow_run_elsewhere_says_so(iris_sweep, client, elsewhere, says):
+    cwd, _, study = iris_sweep
+    result = run_cli(
+        "src.sweep", str(SWEEPS / "iris_lr_activation.yaml"), "n_trials=12", "trainer.epochs=30",
+        "experiment_name=sweep_iris", elsewhere, cwd=cwd,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr_lines
+    assert line.startswith("mlplab: error: study iris_lr_activation's MLflow run ") and says in line
+    assert line.endswith(", or a new study_name")
+    assert len(load_study(cwd, "iris_lr_activation").trials) == len(study.trials)  # no trial ran
+    assert client.get_experiment_by_name("sweep_other") is None
+
+
+def test_resuming_a_study_whose_mlflow_run_was_deleted_says_how_to_restore_it(client, tracking_uri):
+    from src.sweep import _check_sweep_run
+
+    tracking.connect(tracking_uri)
+    deleted = client.create_run(tracking.experiment_id("sweep_deleted", tracking_uri)).info.run_id
+    client.delete_run(deleted)
+    study = optuna.create_study()
+    study.set_user_attr(RUN_ID_ATTR, deleted)
+    with pytest.raises(ConfigError, match=rf"study s's MLflow run {deleted} was deleted from {re.escape(tracking_uri)}: "
+                                          rf"restore it \(mlflow runs restore --run-id {deleted}, "):
+        _check_sweep_run(study, "s", "sweep_deleted")
 def test_two_workers_share_one_study(tmp_path, client):
     # A temp folder of its own, with a short path: the workers' fork server listens
     # on a Unix socket in it (see the next test for a long one).
