@@ -226,7 +226,8 @@ def test_resuming_a_study_whose_mlflow_run_was_deleted_says_how_to_restore_it(cl
     from src.sweep import _check_sweep_run
 
     tracking.connect(tracking_uri)
-    deleted = client.create_run(tracking.experiment_id("sweep_deleted", tracking_uri)).info.run_id
+    deleted = client.create_run(tracking.experiment_id("sweep_deleted", tracking_uri), run_name="sweep-s").info.run_id
+    client.set_terminated(deleted, "KILLED")
     client.delete_run(deleted)
     study = optuna.create_study()
     study.set_user_attr(RUN_ID_ATTR, deleted)
