@@ -203,7 +203,6 @@ def test_best_config_reruns_through_train_and_reproduces_the_value(iris_sweep, c
     assert int(champion.version) == 1 and champion.run_id == keras[0].info.run_id
 
 
-
 @pytest.mark.parametrize("elsewhere, says", [
     ("tracking.uri=sqlite:///elsewhere.db", "is not in the tracking store sqlite:///elsewhere.db: use the tracking.uri"),
     ("experiment_name=sweep_other", "is in experiment 'sweep_iris', not 'sweep_other': use experiment_name=sweep_iris"),
@@ -234,6 +233,8 @@ def test_resuming_a_study_whose_mlflow_run_was_deleted_says_how_to_restore_it(cl
     with pytest.raises(ConfigError, match=rf"study s's MLflow run {deleted} was deleted from {re.escape(tracking_uri)}: "
                                           rf"restore it \(mlflow runs restore --run-id {deleted}, "):
         _check_sweep_run(study, "s", "sweep_deleted")
+
+
 def test_two_workers_share_one_study(tmp_path, client):
     # A temp folder of its own, with a short path: the workers' fork server listens
     # on a Unix socket in it (see the next test for a long one).
