@@ -4,11 +4,12 @@ Runs ``python -m src.train <overrides>`` several times into a throw-away store a
 times each printed line from the process start (the median over the runs, line by
 line: the output is the same every run), the exit, and the time from the last
 printed line to the exit, with the baselines trained in their own process (as on
-an idle machine) and in one process, interleaved. Beside it, in the same session,
-the cost of importing TensorFlow and Keras alone in a fresh process, the floor
-every command pays.
+an idle machine), in one process, and (``--warm``) handed to a warm process
+(``python -m src.warm``, started once beforehand, not timed), interleaved. Beside
+it, in the same session, the cost of importing TensorFlow and Keras alone in a
+fresh process, the floor every command on its own pays.
 
-    python bench/main_job.py [--repeats 5] [--config "+experiment=xor" --config "+experiment=iris"]
+    python bench/main_job.py [--repeats 5] [--warm] [--config "+experiment=xor" --config "+experiment=iris"]
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from src.baseline_worker import WORKER_ENV  # noqa: E402  (both light: no TensorFlow in the bench)
+from src.warm import WARM_ENV, start_in_background, wait_until_ready  # noqa: E402
+
 DEFAULT_CONFIGS = ["+experiment=xor", "+experiment=iris"]
-WORKER_ENV = "MLPLAB_BASELINE_WORKER"  # src.baseline_worker's; the bench imports nothing of src
-WAYS = {"one process (MLPLAB_BASELINE_WORKER=0)": "0", "baselines in their own process (=1)": "1"}
+WAYS = {"one process (MLPLAB_BASELINE_WORKER=0)": {WORKER_ENV: "0", WARM_ENV: "off"},
+        "baselines in their own process (=1)": {WORKER_ENV: "1", WARM_ENV: "off"}}
+WARM_WAY = "through a warm process (python -m src.warm)"
 
 
 def timed_run(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[list[tuple[float, str]], float]:
@@ -56,25 +63,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--config", action="append", help="overrides, space-separated (repeatable)")
+    parser.add_argument("--warm", action="store_true", help="also hand each command to a warm process")
     args = parser.parse_args()
     configs = args.config or DEFAULT_CONFIGS
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ways = dict(WAYS)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         print(f"import keras, tensorflow (fresh process): {import_floor(env, args.repeats):.2f} s median of {args.repeats}")
-        for config in configs:
-            command = [sys.executable, "-m", "src.train", *config.split()]
-            # Interleaved, so both ways see the same minutes of a noisy machine.
-            runs: dict[str, list] = {way: [] for way in WAYS}
-            for _ in range(args.repeats):
-                for way, value in WAYS.items():
-                    runs[way].append(timed_run(command, work, {**env, WORKER_ENV: value}))
-            walls = {way: statistics.median(finished for _, finished in done) for way, done in runs.items()}
-            for way, done in runs.items():
-                print_timeline(f"python -m src.train {config}, {way}", done)
-            one, two = walls.values()
-            print(f"\n{config}: {two:.2f} s with the baselines' process, {one:.2f} s in one process "
-                  f"({(two - one) / one:+.0%})")
+        warm = None
+        if args.warm:
+            socket_path = work / "warm.sock"
+            started = time.perf_counter()
+            warm = start_in_background(socket_path, work / "warm.log", cwd=work, env=env)
+            wait_until_ready(warm, work / "warm.log")
+            print(f"warm process ready after {time.perf_counter() - started:.2f} s (not counted below)")
+            ways[WARM_WAY] = {WARM_ENV: str(socket_path)}
+        try:
+            for config in configs:
+                command = [sys.executable, "-m", "src.train", *config.split()]
+                # Interleaved, so every way sees the same minutes of a noisy machine.
+                runs: dict[str, list] = {way: [] for way in ways}
+                for _ in range(args.repeats):
+                    for way, extra in ways.items():
+                        runs[way].append(timed_run(command, work, {**env, **extra}))
+                walls = {way: statistics.median(finished for _, finished in done) for way, done in runs.items()}
+                for way, done in runs.items():
+                    print_timeline(f"python -m src.train {config}, {way}", done)
+                one, two = walls[next(iter(WAYS))], walls[list(WAYS)[1]]
+                print(f"\n{config}: {two:.2f} s with the baselines' process, {one:.2f} s in one process "
+                      f"({(two - one) / one:+.0%})", end="")
+                if WARM_WAY in walls:
+                    print(f"; {walls[WARM_WAY]:.2f} s through the warm process ({(walls[WARM_WAY] - two) / two:+.0%})",
+                          end="")
+                print()
+        finally:
+            if warm is not None:
+                warm.terminate()
+                warm.wait(60)
 
 
 def print_timeline(title: str, runs: list[tuple[list[tuple[float, str]], float]]) -> None:

@@ -18,7 +18,7 @@ loss, with no tracking. Prints a table of medians and the ratios measured in the
 same run.
 
     python bench/sweep_throughput.py [--sweep bench/hparams_search/xor_20_trials.yaml]
-        [--workers 1 2] [--repeats 1] [--no-separate] [--no-plain] [key=value ...]
+        [--workers 1 2] [--repeats 1] [--no-separate] [--no-plain] [--warm] [key=value ...]
 """
 
 from __future__ import annotations
@@ -38,10 +38,15 @@ sys.path.insert(0, str(ROOT))
 from src.sweeps.definition import SweepSpec  # noqa: E402
 from src.sweeps.spec import load_spec  # noqa: E402
 from src.sweeps.trial import TRIAL_OVERRIDES  # noqa: E402
+from src.warm import WARM_ENV, start_in_background, wait_until_ready  # noqa: E402
+
+
+WARM: dict[str, str] = {WARM_ENV: "off"}
+"""How the commands run: on their own, or (``--warm``) handed to a warm process."""
 
 
 def _env(tmp: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+    return {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", **WARM}
 
 
 def sweep_seconds(spec: SweepSpec, sweep: Path, workers: int, extra: list[str]) -> tuple[float, str, list[dict]]:
@@ -131,9 +136,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-separate", action="store_true", help="skip the separate-process baseline")
     parser.add_argument("--no-plain", action="store_true", help="skip plain Optuna over keras.Model.fit")
+    parser.add_argument("--warm", action="store_true",
+                        help="hand the sweeps and src.train commands to a warm process (started once, not timed)")
     parser.add_argument("extra", nargs="*", help="more sweep arguments, e.g. n_trials=30")
     args = parser.parse_args()
     spec = load_spec(args.sweep)
+    if args.warm:
+        with tempfile.TemporaryDirectory(prefix="mlplab-warm-bench-") as tmp:
+            path, log = Path(tmp) / "warm.sock", Path(tmp) / "warm.log"
+            warm = start_in_background(path, log, cwd=Path(tmp), env={**os.environ, "PYTHONPATH": str(ROOT)})
+            try:
+                wait_until_ready(warm, log)
+                WARM[WARM_ENV] = str(path)
+                print("commands handed to a warm process (python -m src.warm); plain Optuna imports as ever")
+                measure(spec, args)
+            finally:
+                warm.terminate()
+                warm.wait(60)
+    else:
+        measure(spec, args)
+
+
+def measure(spec: SweepSpec, args: argparse.Namespace) -> None:
 
     medians: dict[str, float] = {}
     trial_values: list[dict] = []

@@ -15,6 +15,11 @@ are written to ``--output`` (``.csv`` or ``.npy``). With labels, the accuracy
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a warm process, if one serves this checkout, runs the job (src/warm.py)
+    from src.warm import hand_off
+
+    hand_off("src.predict")
+
 import argparse
 import os
 import re

@@ -14,6 +14,11 @@ config override applied to every trial. Every trial goes through
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a warm process, if one serves this checkout, runs the job (src/warm.py)
+    from src.warm import hand_off
+
+    hand_off("src.sweep")
+
 import logging
 import os
 import shlex

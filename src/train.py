@@ -8,6 +8,11 @@ with a non-zero exit and no traceback.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a warm process, if one serves this checkout, runs the job (src/warm.py)
+    from src.warm import hand_off
+
+    hand_off("src.train")
+
 import logging
 import sys
 from collections.abc import Sequence

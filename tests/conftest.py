@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -75,11 +76,56 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
         os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+@dataclass(frozen=True)
+class Warm:
+    """A warm process the tests started: its socket, its log and its process."""
+
+    path: Path
+    log: Path
+    process: subprocess.Popen
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_process(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str, offline_data):
+    """A warm process (``src/warm.py``) for the commands this test process starts:
+    each hands it its job and skips 6-10 s of imports, as a user's would. It starts
+    with the session and is ready some seconds later; a command started before
+    then, or with ``MLPLAB_WARM=off`` (:func:`cold_env`), runs on its own."""
+    from src.warm import WARM_ENV, start_in_background
+
+    folder = tmp_path_factory.mktemp("warm")
+    path, log = folder / "warm.sock", folder / "warm.log"
+    warm = Warm(path, log, start_in_background(path, log, cwd=folder, env=command_env()))
+    os.environ[WARM_ENV] = str(warm.path)
+    yield warm
+    os.environ.pop(WARM_ENV, None)
+    warm.process.terminate()  # it stops as on Ctrl-C once its running jobs end
+    try:
+        warm.process.wait(60)
+    except subprocess.TimeoutExpired:
+        warm.process.kill()
+        warm.process.wait()
+
+
+def cold_env(**extra: str) -> dict[str, str]:
+    """:func:`command_env` for a command that runs on its own, without the warm
+    process: what a command does at start (TensorFlow's import, the baselines'
+    process beside it) is tested this way."""
+    return command_env(MLPLAB_WARM="off", **extra)
+
+
 @pytest.fixture
 def client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri)
+
+
+def runs_by_name(client, experiment_name: str) -> dict[str, object]:
+    """The experiment's runs by name, the parent run as ``parent``."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id])
+    return {("parent" if "mlflow.parentRunId" not in r.data.tags else r.info.run_name): r for r in runs}
 
 
 def command_env(**extra: str) -> dict[str, str]:

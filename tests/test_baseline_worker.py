@@ -14,21 +14,15 @@ import pytest
 
 from src.config import compose
 from src.training import run
-from tests.conftest import command_env, finish, run_cli, start_cli
+from tests.conftest import cold_env, finish, run_cli, runs_by_name, start_cli
 
 MODELS = ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
 
 
 def _with_the_worker() -> dict[str, str]:
-    # A busy machine (this suite's) would train them in one process.
-    return command_env(MLPLAB_BASELINE_WORKER="1")
-
-
-def _runs(client, experiment_name: str) -> dict[str, object]:
-    """The experiment's runs by name, the parent run as ``parent``."""
-    experiment = client.get_experiment_by_name(experiment_name)
-    runs = client.search_runs([experiment.experiment_id])
-    return {("parent" if "mlflow.parentRunId" not in r.data.tags else r.info.run_name): r for r in runs}
+    # A busy machine (this suite's) would train them in one process, and so would a
+    # warm process (TensorFlow imported already: nothing left to overlap).
+    return cold_env(MLPLAB_BASELINE_WORKER="1")
 
 
 def _children(pid: int) -> set[int]:
@@ -62,7 +56,7 @@ def test_the_command_gives_what_one_process_gives(tmp_path, client):
     assert result.stderr == ""
     in_process = run(compose([*overrides, "experiment_name=worker_in_process"])).metrics
 
-    runs = _runs(client, "worker_cli")
+    runs = runs_by_name(client, "worker_cli")
     assert sorted(runs) == sorted(["parent", *MODELS])
     assert all(r.info.status == "FINISHED" for r in runs.values())
     for name in MODELS:
@@ -90,7 +84,7 @@ def test_a_failing_baseline_is_one_line_and_ends_its_runs(tmp_path, client):
         next(line for line in result.stderr_lines if line.startswith("mlplab: error: bad baseline parameter: "))
     ]
     assert "max_iter" in result.stderr_lines[0]
-    runs = _runs(client, "worker_bad_baseline")
+    runs = runs_by_name(client, "worker_bad_baseline")
     assert {name: r.info.status for name, r in runs.items()} == {
         "parent": "FAILED", "keras_mlp": "FINISHED", "sklearn_perceptron": "FINISHED", "sklearn_mlp": "FAILED",
     }
@@ -124,7 +118,7 @@ def test_ctrl_c_ends_every_run_and_the_worker(tmp_path, client):
     assert result.stderr_lines[-1] == "mlplab: interrupted; the MLflow runs were ended as KILLED"
     assert "Traceback" not in result.stderr
     assert _gone(workers)
-    runs = _runs(client, "worker_ctrl_c")
+    runs = runs_by_name(client, "worker_ctrl_c")
     statuses = {name: r.info.status for name, r in runs.items()}
     assert "RUNNING" not in statuses.values()
     assert statuses["parent"] == "KILLED"

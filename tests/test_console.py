@@ -24,7 +24,7 @@ def mlplab(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedP
 def test_help_lists_every_command(tmp_path):
     result = mlplab("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: mlplab {train,sweep,ui,dashboard,predict,report}")
+    assert result.stdout.startswith("usage: mlplab {train,sweep,ui,dashboard,predict,report,warm}")
     for command in COMMANDS:
         assert f"\n  {command} " in result.stdout
     bare = mlplab(cwd=tmp_path)  # no command: the same help, as a usage error
@@ -35,8 +35,8 @@ def test_an_unknown_command_is_one_line(tmp_path):
     result = mlplab("trian", "+experiment=xor", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "mlplab: error: unknown command 'trian': choose one of train, sweep, ui, dashboard, predict, report "
-        "(mlplab --help)"
+        "mlplab: error: unknown command 'trian': choose one of train, sweep, ui, dashboard, predict, report, "
+        "warm (mlplab --help)"
     ]
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from src.listeners import EpochListener
 from src.progress import LINE_EVERY, OutputProgress, TrainingProgress, announced
-from tests.conftest import command_env, finish, start_cli
+from tests.conftest import cold_env, finish, start_cli
 
 
 class Clock:
@@ -130,8 +130,8 @@ MNIST = ["+experiment=mnist", "data.train_limit=3000", "trainer.epochs=3", "base
 
 def _env() -> dict[str, str]:
     # A short MNIST run shows its progress as a long one would after 3 s, and its
-    # baselines train in their own process, as on an idle machine.
-    return command_env(MLPLAB_PROGRESS_AFTER="0", MLPLAB_BASELINE_WORKER="1")
+    # baselines train in their own process, as on an idle machine without a warm process.
+    return cold_env(MLPLAB_PROGRESS_AFTER="0", MLPLAB_BASELINE_WORKER="1")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from src.sweeps.spec import load_spec
 from src.sweeps.storage import journal_path, open_storage
 from src.sweeps.study import counted_trials
 from src.sweeps.trial_runs import RUN_ID_ATTR
-from tests.conftest import ROOT, command_env, finish, run_cli, start_cli, write_sweep
+from tests.conftest import ROOT, cold_env, command_env, finish, run_cli, start_cli, write_sweep
 
 SWEEPS = ROOT / "sweeps"
 
@@ -237,12 +237,13 @@ def test_resuming_a_study_whose_mlflow_run_was_deleted_says_how_to_restore_it(cl
 
 def test_two_workers_share_one_study(tmp_path, client):
     # A temp folder of its own, with a short path: the workers' fork server listens
-    # on a Unix socket in it (see the next test for a long one).
+    # on a Unix socket in it (see the next test for a long one). On its own: a warm
+    # process's job forks its workers itself (tests/test_warm.py).
     with tempfile.TemporaryDirectory(prefix="mlplab-") as short:
         temp = Path(short)
         result = run_cli(
             "src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), "n_trials=6", "workers=2",
-            "trainer.epochs=10", "experiment_name=sweep_two_workers", cwd=tmp_path, env=command_env(TMPDIR=short),
+            "trainer.epochs=10", "experiment_name=sweep_two_workers", cwd=tmp_path, env=cold_env(TMPDIR=short),
         )
         assert result.returncode == 0, result.stderr
         # No worker leaves TensorFlow's AutoGraph files behind (the fork server's socket folder goes too).
@@ -306,8 +307,8 @@ def _processes_in(folder: Path) -> list[str]:
     return found
 
 
-def _start_sweep(cwd: Path, *args: str) -> subprocess.Popen:
-    return start_cli("src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), *args, cwd=cwd)
+def _start_sweep(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return start_cli("src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), *args, cwd=cwd, env=env)
 
 
 def _wait_for(predicate, timeout: float = 240) -> None:
@@ -333,7 +334,8 @@ def _training_after_one_complete(cwd: Path, name: str) -> bool:
 def test_resume_after_sigkill_loses_nothing(tmp_path, client):
     # keras fit's ~25 ms an epoch: a trial lasts ~2 s, long enough to be caught mid-training
     args = ("n_trials=2", "trainer.epochs=80", "trainer.engine=fit", "experiment_name=sweep_sigkill")
-    process = _start_sweep(tmp_path, *args)
+    # On its own: a warm process would outlive the kill and interrupt the job gracefully.
+    process = _start_sweep(tmp_path, *args, env=cold_env())
     _wait_for(lambda: _training_after_one_complete(tmp_path, "xor_lr_activation"))
     os.killpg(process.pid, signal.SIGKILL)  # the sweep and its worker die mid-trial
     process.wait(30)

@@ -18,7 +18,7 @@ from src import tracking
 from src.config import compose
 from src.errors import DivergenceError
 from src.training import git_commit, run
-from tests.conftest import command_env, finish, start_cli
+from tests.conftest import cold_env, finish, start_cli
 
 MODELS = ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
 
@@ -224,8 +224,9 @@ def cli_runs(tmp_path_factory):
     }
     folders = {name: tmp_path_factory.mktemp(name) for name in commands}
     # TensorFlow's C++ logging fully on for the main job: what it writes depends on the
-    # CPU (a CPU-features notice, oneDNN's), and none of it may reach the terminal.
-    env = {"main": command_env(TF_CPP_MIN_LOG_LEVEL="0")}
+    # CPU (a CPU-features notice, oneDNN's), and none of it may reach the terminal. It
+    # runs on its own, importing TensorFlow; the other two, through the warm process.
+    env = {"main": cold_env(TF_CPP_MIN_LOG_LEVEL="0")}
     started = {name: start_cli("src.train", *args, cwd=folders[name], env=env.get(name)) for name, args in commands.items()}
     return {name: (folders[name], finish(process)) for name, process in started.items()}
 
