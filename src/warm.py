@@ -15,11 +15,12 @@ command runs on its own, as before.
 A warm process serves one checkout: a command finds it by a socket named after
 the checkout's folder. It turns a job away (and the command runs on its own,
 saying why) when the checkout's code has changed since it imported it (it then
-restarts itself once its running jobs end), or when the command's environment
-sets a variable that TensorFlow reads at import differently.
+restarts itself once its running jobs end), when the command comes from another
+checkout, or when the command's environment sets a variable that the libraries
+read at import (:data:`IMPORT_TIME_ENV`) differently.
 
-The protocol, one Unix-socket connection per command: the command sends one
-JSON line (module, argv, folder, environment, code fingerprint) with its file
+The protocol, one Unix-socket connection per command: the command sends one JSON
+line (module, argv, folder, environment, checkout, code fingerprint) with its file
 descriptors 0-2 attached; the warm process answers ``started PID`` or
 ``refused REASON``, then ``exit CODE`` once the job has ended.
 """
@@ -297,7 +298,7 @@ class WarmProcess:
         for name, value in self.import_env.items():
             if env.get(name) != value:
                 return (f"{name}={env.get(name) or '(unset)'} here, {value or '(unset)'} in the warm process; "
-                        "TensorFlow reads it at import")
+                        "it is read at import")
         return ""
 
     def _client_spoke(self, connection: socket.socket, pid: int, selector: Any) -> None:

@@ -114,7 +114,7 @@ def test_a_command_whose_environment_differs_at_import_runs_on_its_own(warm_log,
     assert result.returncode == 2
     assert result.stderr_lines == [
         "mlplab: the warm process did not take this job (KERAS_BACKEND=jax here, tensorflow in the warm process; "
-        "TensorFlow reads it at import); it runs on its own",
+        "it is read at import); it runs on its own",
         result.stderr_lines[1],
     ]
     assert result.stderr_lines[1].startswith("mlplab: error: choose an experiment: ")
