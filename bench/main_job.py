@@ -5,7 +5,8 @@ times each printed line from the process start (the median over the runs, line b
 line: the output is the same every run), the exit, and the time from the last
 printed line to the exit, with the baselines trained in their own process (as on
 an idle machine), in one process, and (``--warm``) handed to a warm process
-(``python -m src.warm``, started once beforehand, not timed), interleaved. Beside
+(``python -m src.warm``, started once beforehand, not timed), its job training the
+baselines in a process forked from it (the default) or itself, interleaved. Beside
 it, in the same session, the cost of importing TensorFlow and Keras alone in a
 fresh process, the floor every command on its own pays.
 
@@ -33,6 +34,7 @@ DEFAULT_CONFIGS = ["+experiment=xor", "+experiment=iris"]
 WAYS = {"one process (MLPLAB_BASELINE_WORKER=0)": {WORKER_ENV: "0", WARM_ENV: "off"},
         "baselines in their own process (=1)": {WORKER_ENV: "1", WARM_ENV: "off"}}
 WARM_WAY = "through a warm process (python -m src.warm)"
+WARM_IN_JOB_WAY = "through a warm process, the baselines in its job (=0)"
 
 
 def timed_run(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[list[tuple[float, str]], float]:
@@ -78,7 +80,8 @@ def main() -> None:
             warm = start_in_background(socket_path, work / "warm.log", cwd=work, env=env)
             wait_until_ready(warm, work / "warm.log")
             print(f"warm process ready after {time.perf_counter() - started:.2f} s (not counted below)")
-            ways[WARM_WAY] = {WARM_ENV: str(socket_path)}
+            ways[WARM_WAY] = {WARM_ENV: str(socket_path)}  # the baselines in a process forked from the job
+            ways[WARM_IN_JOB_WAY] = {WARM_ENV: str(socket_path), WORKER_ENV: "0"}
         try:
             for config in configs:
                 command = [sys.executable, "-m", "src.train", *config.split()]
@@ -94,8 +97,8 @@ def main() -> None:
                 print(f"\n{config}: {two:.2f} s with the baselines' process, {one:.2f} s in one process "
                       f"({(two - one) / one:+.0%})", end="")
                 if WARM_WAY in walls:
-                    print(f"; {walls[WARM_WAY]:.2f} s through the warm process ({(walls[WARM_WAY] - two) / two:+.0%})",
-                          end="")
+                    print(f"; {walls[WARM_WAY]:.2f} s through the warm process ({(walls[WARM_WAY] - two) / two:+.0%}), "
+                          f"{walls[WARM_IN_JOB_WAY]:.2f} s with its baselines in the job", end="")
                 print()
         finally:
             if warm is not None:

@@ -12,8 +12,13 @@ the command would have. The command relays its log lines after its own model's,
 so the output reads as it did, and takes back the metrics, run ids and fitted
 baselines for its table and its side-by-side figure.
 
+In a job of a warm process (``src/warm.py``), which has imported everything,
+the worker is forked from the job instead: it starts at once, so it gains even
+on a busy machine, and trains the baselines while the command trains the network.
+
 This module is the process and its pipe, not the training: it imports nothing of
-``src`` but the errors, so :mod:`src.training` can use it without a cycle.
+``src`` but the errors (and, when choosing how to start, the warm process's
+light module), so :mod:`src.training` can use it without a cycle.
 
 The worker ignores the terminal's Ctrl-C (it runs in a session of its own) and
 stops only as the command tells it: SIGINT when the command was interrupted (its
@@ -35,9 +40,12 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from src.errors import MlplabError, exit_now, first_line
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
 
 log = logging.getLogger("mlplab")
 
@@ -53,8 +61,14 @@ class WorkerFailed(MlplabError):
         self.exit_code = exit_code
 
 
-class CommandEnded(MlplabError):
-    """Raised in the worker when the command it serves failed (SIGTERM) or is gone."""
+class CommandEnded(BaseException):
+    """Raised in the worker when the command it serves failed (SIGTERM) or is gone.
+
+    A BaseException, as KeyboardInterrupt is: it may land anywhere, and a library's
+    ``except Exception`` must not turn it into an error of its own (MLflow reports
+    any failure inside skops's save as an unsupported model) or swallow it (a
+    figure that fails is skipped). The model's run ends FAILED with its message.
+    """
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,21 @@ WORKER_ENV = "MLPLAB_BASELINE_WORKER"
 """``1`` always trains the baselines in the worker, ``0`` never; unset, it is chosen."""
 
 
+def start_method() -> BaseContext | None:
+    """How the baselines' process starts, or None to train the baselines in the
+    command's own: forked, in a job of a warm process that can fork (nothing to
+    import); spawned, elsewhere, when :func:`has_a_core_to_spare`.
+    ``MLPLAB_BASELINE_WORKER=0`` keeps them in the command's process."""
+    from src.warm import fork_context
+
+    if os.environ.get(WORKER_ENV, "") == "0":
+        return None
+    forked = fork_context()
+    if forked is not None:
+        return forked
+    return multiprocessing.get_context("spawn") if has_a_core_to_spare() else None
+
+
 def has_a_core_to_spare() -> bool:
     """Whether a second process gains: TensorFlow is not imported yet here (a
     fresh command, not a test or notebook that has it), and a core is idle (the
@@ -106,10 +135,11 @@ class BaselineWorker:
     Args:
         setup: Readies the worker; it runs there as soon as the process starts.
         plain: The validated config the command runs.
+        context: How the process starts (:func:`start_method`); spawned by default.
     """
 
-    def __init__(self, setup: Setup, plain: Mapping[str, Any]) -> None:
-        context = multiprocessing.get_context("spawn")
+    def __init__(self, setup: Setup, plain: Mapping[str, Any], context: BaseContext | None = None) -> None:
+        context = context or multiprocessing.get_context("spawn")
         self.connection, child_end = context.Pipe()
         self.process = context.Process(
             target=worker_main, args=(child_end, setup, dict(plain)), name="mlplab-baselines"
@@ -230,7 +260,10 @@ class _LineStream(io.TextIOBase):
 def worker_main(connection: Connection, setup: Setup, plain: dict[str, Any]) -> None:
     """Entry point of the worker process."""
     os.setsid()  # the terminal's Ctrl-C goes to the command, which stops the worker once
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a forked worker has the command's handlers
     sys.stdout = _LineStream(sys.stderr)
+    for handler in list(log.handlers):  # and its log handlers: this worker's lines go through the command
+        log.removeHandler(handler)
     relay = _Relay(connection)
     log.addHandler(relay)
     log.setLevel(logging.INFO)

@@ -4,6 +4,7 @@ exit non-zero instead of showing a traceback."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -60,6 +61,8 @@ def report(exc: MlplabError) -> int:
 
 
 _CLEAN_UPS_AT_EXIT: list[Callable[[], None]] = []
+if hasattr(os, "register_at_fork"):  # a clean-up is its process's: a forked child skips its parent's
+    os.register_at_fork(after_in_child=_CLEAN_UPS_AT_EXIT.clear)
 
 
 def clean_up_at_exit(action: Callable[[], None]) -> None:
@@ -79,7 +82,6 @@ def exit_now(code: int | str | None = 0) -> None:
     never from a function a test calls in-process.
     """
     import logging
-    import os
 
     if isinstance(code, str):  # sys.exit("message") prints it and exits 1
         print(code, file=sys.stderr)
@@ -130,8 +132,6 @@ def run_command(main: Callable[[], object]) -> None:
     (``terminal``, or another file); its sweep workers inherit the setting (see
     ``src/models/backend.py``).
     """
-    import os
-
     os.environ.setdefault(TENSORFLOW_LOG_ENV, "mlruns/logs/tensorflow.log")
     try:
         code = main()

@@ -144,8 +144,10 @@ def run(
     network = [name for name in names if name == KERAS_MODEL]
     baselines = [name for name in names if name != main_model_name(plain)]
     worker = None
-    if into is None and not listeners and network and baselines and baseline_worker.has_a_core_to_spare():
-        worker = baseline_worker.BaselineWorker(_ready_for_baselines, plain)
+    if into is None and not listeners and network and baselines:
+        context = baseline_worker.start_method()
+        if context is not None:
+            worker = baseline_worker.BaselineWorker(_ready_for_baselines, plain, context)
     try:
         with announced(f"loading {plain['data'].get('name') or 'the data'}"):
             dataset = load_dataset(plain["data"])

@@ -37,9 +37,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from src.errors import ConfigError, report
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,6 +85,29 @@ _in_warm_process = False
 def in_warm_job() -> bool:
     """Whether this process is a job forked from a warm process (or the warm process)."""
     return _in_warm_process
+
+
+def fork_context() -> BaseContext | None:
+    """multiprocessing's fork, in a job of a warm process that runs no other thread
+    and has not started TensorFlow's runtime: the job has imported all a child
+    process of mlplab's needs (a sweep's worker, the baselines' process), so the
+    child starts at once, as one from a fork server would. None anywhere else (a
+    test or notebook may have TensorFlow's thread pools running)."""
+    import multiprocessing
+    import threading
+
+    if not _in_warm_process or threading.active_count() > 1:
+        return None
+    from src.models.backend import import_tensorflow
+
+    threading_config = import_tensorflow().config.threading  # imported already: the warm process did
+    current = threading_config.get_inter_op_parallelism_threads()
+    try:  # a change is refused once the runtime has started
+        threading_config.set_inter_op_parallelism_threads(current + 1)
+    except RuntimeError:
+        return None
+    threading_config.set_inter_op_parallelism_threads(current)
+    return multiprocessing.get_context("fork")
 
 
 # --- the command's side ------------------------------------------------------------

@@ -21,6 +21,12 @@ XOR = ["+experiment=xor", "trainer.epochs=60", "tracking.log_models=false", "tra
 # Long enough to be interrupted mid-training: per-sample steps on Iris.
 LONG = ["+experiment=iris", "trainer.epochs=400", "trainer.batch_size=1", "trainer.jit_compile=false",
         "baselines=none", "tracking.log_models=false", "tracking.plots=false"]
+# The same, beside an MLP baseline that trains for minutes (in a process forked from the job).
+LONG_WITH_A_BASELINE = [
+    *(o for o in LONG if o != "baselines=none"), "~baselines.sklearn_perceptron",
+    "baselines.sklearn_mlp.max_iter=1000000", "+baselines.sklearn_mlp.tol=0",
+    "+baselines.sklearn_mlp.n_iter_no_change=1000000",
+]
 
 
 @pytest.fixture
@@ -81,9 +87,10 @@ def _until_training(client, experiment: str, timeout: float = 120) -> None:
     raise AssertionError(f"{experiment}: the network never reported an epoch")
 
 
-def test_ctrl_c_reaches_a_warm_job(warm_log, tmp_path, client):
-    process = start_cli("src.train", *LONG, "experiment_name=warm_ctrl_c", cwd=tmp_path)
+def test_ctrl_c_reaches_a_warm_job_and_its_baselines(warm_log, tmp_path, client):
+    process = start_cli("src.train", *LONG_WITH_A_BASELINE, "experiment_name=warm_ctrl_c", cwd=tmp_path)
     _until_training(client, "warm_ctrl_c")
+    assert runs_by_name(client, "warm_ctrl_c")["sklearn_mlp"].info.status == "RUNNING"
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the command's group
     result = finish(process, timeout=60)
     assert result.returncode == 130, result.stderr
@@ -93,11 +100,33 @@ def test_ctrl_c_reaches_a_warm_job(warm_log, tmp_path, client):
     assert {run.info.status for run in runs_by_name(client, "warm_ctrl_c").values()} == {"KILLED"}
 
 
+def test_ctrl_c_during_a_baselines_fit_stops_the_command(warm_log, tmp_path, client):
+    # In the job's own process, after the network: scikit-learn's MLP catches a Ctrl-C
+    # mid-fit and returns; the command must stop, not log that model and go on.
+    args = [*LONG_WITH_A_BASELINE, "trainer.epochs=5", "experiment_name=warm_ctrl_c_fit"]
+    process = start_cli("src.train", *args, cwd=tmp_path, env=command_env(MLPLAB_BASELINE_WORKER="0"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = client.get_experiment_by_name("warm_ctrl_c_fit")
+        if found and any(r.info.run_name == "sklearn_mlp" for r in client.search_runs([found.experiment_id])):
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)  # well into its endless fit
+    os.killpg(process.pid, signal.SIGINT)
+    result = finish(process, timeout=60)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr_lines[-1] == "mlplab: interrupted; the MLflow runs were ended as KILLED"
+    assert "Traceback" not in result.stderr and "Training interrupted by user" not in result.stderr
+    statuses = {name: run.info.status for name, run in runs_by_name(client, "warm_ctrl_c_fit").items()}
+    assert statuses == {"parent": "KILLED", "keras_mlp": "FINISHED", "sklearn_mlp": "KILLED"}
+
+
 def test_a_warm_job_whose_command_dies_is_interrupted(warm_log, tmp_path, client):
-    process = start_cli("src.train", *LONG, "experiment_name=warm_orphan", cwd=tmp_path)
+    process = start_cli("src.train", *LONG_WITH_A_BASELINE, "experiment_name=warm_orphan", cwd=tmp_path)
     _until_training(client, "warm_orphan")
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(30)
+
     def statuses() -> set[str]:
         return {run.info.status for run in runs_by_name(client, "warm_orphan").values()}
 

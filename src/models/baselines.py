@@ -68,7 +68,8 @@ class SklearnBaseline(Estimator):
             scaler = FrozenEstimator(fitted_scaler(spec.scaling, spec.feature_names))
             self.model_ = Pipeline([("input_scaling", scaler), ("model", self.estimator_)])
         try:
-            with warnings.catch_warnings(record=True) as caught, self._telling_progress(listeners):
+            with warnings.catch_warnings(record=True) as caught, self._telling_progress(listeners), \
+                    _ctrl_c_kept():
                 warnings.simplefilter("always", ConvergenceWarning)
                 self.model_.fit(self._frame(x), y)
         except InvalidParameterError as exc:
@@ -177,6 +178,39 @@ def fitted_scaler(scaling: InputScaling, feature_names: Sequence[str] = ()) -> A
     if feature_names:
         scaler.feature_names_in_ = np.asarray(feature_names, dtype=object)
     return scaler
+
+
+@contextlib.contextmanager
+def _ctrl_c_kept() -> Iterator[None]:
+    """Raises KeyboardInterrupt after a fit that swallowed one.
+
+    scikit-learn's MLP catches a Ctrl-C mid-fit, warns "Training interrupted by
+    user." and returns the model as it is, so the command would go on logging it
+    and training the next model. The interrupt is noted here (the handler in place
+    still runs) and raised again once the fit returns: the command stops and its
+    runs end KILLED. Only in the main thread, where signal handlers run.
+    """
+    import signal
+    import threading
+
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    interrupted = False
+
+    def noted(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, noted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _progress_patterns(estimator: Any) -> list[re.Pattern[str]]:

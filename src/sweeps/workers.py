@@ -228,7 +228,9 @@ def start_workers(count: int, log_paths: list[Path | None]) -> list[Worker]:
     In a job of a warm process, which has imported everything, all are forked from
     the job at once.
     """
-    here = _fork_here()
+    from src.warm import fork_context
+
+    here = fork_context()
     server = _fork_server() if count > 1 and here is None else None
     context = here or server or multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // count)
@@ -240,27 +242,6 @@ def start_workers(count: int, log_paths: list[Path | None]) -> list[Worker]:
         if server is None:
             workers[-1].start()
     return workers
-
-
-def _fork_here() -> multiprocessing.context.BaseContext | None:
-    """multiprocessing's fork, in a job of a warm process (``src/warm.py``) that has
-    not started TensorFlow's runtime: the job has imported all a worker needs and
-    runs no other thread, as the fork server does, so its workers start at once.
-    None anywhere else (a test or notebook may have TensorFlow's thread pools running)."""
-    import threading
-
-    from src.warm import in_warm_job
-
-    if not in_warm_job() or threading.active_count() > 1:
-        return None
-    threading_config = import_for_trials().config.threading  # imported already: the warm process did
-    current = threading_config.get_inter_op_parallelism_threads()
-    try:  # a change is refused once the runtime has started
-        threading_config.set_inter_op_parallelism_threads(current + 1)
-    except RuntimeError:
-        return None
-    threading_config.set_inter_op_parallelism_threads(current)
-    return multiprocessing.get_context("fork")
 
 
 def _fork_server() -> multiprocessing.context.BaseContext | None:
