@@ -75,16 +75,18 @@ def test_a_warm_job_gives_what_the_command_gives_on_its_own(warm_log, tmp_path, 
     assert (folders["warm"] / "mlruns" / "hydra").is_dir()
 
 
-def _until_training(client, experiment: str, timeout: float = 120) -> None:
+def _until_training(client, experiment: str, model: str = "keras_mlp", timeout: float = 120) -> None:
+    """Waits until ``model``'s run is open: the network's once it reported an epoch."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = client.get_experiment_by_name(experiment)
         if found is not None and any(
-            run.data.metrics for run in client.search_runs([found.experiment_id]) if run.info.run_name == "keras_mlp"
+            run.data.metrics or model != "keras_mlp"
+            for run in client.search_runs([found.experiment_id]) if run.info.run_name == model
         ):
             return
         time.sleep(0.2)
-    raise AssertionError(f"{experiment}: the network never reported an epoch")
+    raise AssertionError(f"{experiment}: {model} never started training")
 
 
 def test_ctrl_c_reaches_a_warm_job_and_its_baselines(warm_log, tmp_path, client):
@@ -105,12 +107,7 @@ def test_ctrl_c_during_a_baselines_fit_stops_the_command(warm_log, tmp_path, cli
     # mid-fit and returns; the command must stop, not log that model and go on.
     args = [*LONG_WITH_A_BASELINE, "trainer.epochs=5", "experiment_name=warm_ctrl_c_fit"]
     process = start_cli("src.train", *args, cwd=tmp_path, env=command_env(MLPLAB_BASELINE_WORKER="0"))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = client.get_experiment_by_name("warm_ctrl_c_fit")
-        if found and any(r.info.run_name == "sklearn_mlp" for r in client.search_runs([found.experiment_id])):
-            break
-        time.sleep(0.2)
+    _until_training(client, "warm_ctrl_c_fit", "sklearn_mlp")
     time.sleep(1.0)  # well into its endless fit
     os.killpg(process.pid, signal.SIGINT)
     result = finish(process, timeout=60)
