@@ -141,8 +141,11 @@ class BaselineWorker:
     def __init__(self, setup: Setup, plain: Mapping[str, Any], context: BaseContext | None = None) -> None:
         context = context or multiprocessing.get_context("spawn")
         self.connection, child_end = context.Pipe()
+        # A forked worker inherits the command's end of the pipe too, and closes it
+        # first: else the command closing its end (no job after all) is never seen there.
+        commands_end = self.connection if context.get_start_method() == "fork" else None
         self.process = context.Process(
-            target=worker_main, args=(child_end, setup, dict(plain)), name="mlplab-baselines"
+            target=worker_main, args=(child_end, setup, dict(plain), commands_end), name="mlplab-baselines"
         )
         self.process.start()
         child_end.close()
@@ -193,13 +196,12 @@ class BaselineWorker:
     def stop(self, interrupted: bool) -> None:
         """Stops a worker that is still running, and waits until its runs have
         ended: KILLED when ``interrupted`` (Ctrl-C), FAILED otherwise. A worker
-        still waiting for its job has no run and simply ends."""
+        still readying itself or waiting for its job has no run: SIGTERM ends it
+        where it is, not after its imports (seconds the command's error would wait)."""
         if self.process.is_alive():
-            if self.reader is None:
-                self.connection.close()  # the worker sees the end of its pipe and exits
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.process.pid, signal.SIGINT if interrupted else signal.SIGTERM)
+            stop = signal.SIGINT if interrupted and self.reader is not None else signal.SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, stop)
             self.process.join(_STOP_WAIT)
             if self.process.is_alive():
                 self.process.kill()
@@ -257,8 +259,13 @@ class _LineStream(io.TextIOBase):
         return False
 
 
-def worker_main(connection: Connection, setup: Setup, plain: dict[str, Any]) -> None:
-    """Entry point of the worker process."""
+def worker_main(
+    connection: Connection, setup: Setup, plain: dict[str, Any], commands_end: Connection | None = None
+) -> None:
+    """Entry point of the worker process (``commands_end``: the command's end of the
+    pipe, which a forked worker holds too and closes)."""
+    if commands_end is not None:
+        commands_end.close()
     os.setsid()  # the terminal's Ctrl-C goes to the command, which stops the worker once
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a forked worker has the command's handlers
     sys.stdout = _LineStream(sys.stderr)

@@ -185,7 +185,8 @@ def test_bad_input_is_one_clear_error(overrides, names, allowed):
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path, overrides, names):
-    result = run_cli("src.train", "+experiment=xor", *overrides, cwd=tmp_path)
+    # Promptly too: a baselines' process that never got its job once held the error 60 s.
+    result = run_cli("src.train", "+experiment=xor", *overrides, cwd=tmp_path, timeout=45)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert len(result.stderr_lines) == 1, result.stderr
