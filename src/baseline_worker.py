@@ -135,11 +135,10 @@ class BaselineWorker:
     Args:
         setup: Readies the worker; it runs there as soon as the process starts.
         plain: The validated config the command runs.
-        context: How the process starts (:func:`start_method`); spawned by default.
+        context: How the process starts (:func:`start_method`).
     """
 
-    def __init__(self, setup: Setup, plain: Mapping[str, Any], context: BaseContext | None = None) -> None:
-        context = context or multiprocessing.get_context("spawn")
+    def __init__(self, setup: Setup, plain: Mapping[str, Any], context: BaseContext) -> None:
         self.connection, child_end = context.Pipe()
         # A forked worker inherits the command's end of the pipe too, and closes it
         # first: else the command closing its end (no job after all) is never seen there.

@@ -82,11 +82,6 @@ _in_warm_process = False
 """True in the warm process and the jobs forked from it: a job never hands itself off."""
 
 
-def in_warm_job() -> bool:
-    """Whether this process is a job forked from a warm process (or the warm process)."""
-    return _in_warm_process
-
-
 def fork_context() -> BaseContext | None:
     """multiprocessing's fork, in a job of a warm process that runs no other thread
     and has not started TensorFlow's runtime: the job has imported all a child
