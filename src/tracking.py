@@ -42,6 +42,25 @@ from src.locks import creation_lock
 log = logging.getLogger(__name__)
 
 FAILURE_TAG = "failure_reason"
+
+
+def _forget_inherited_connections() -> None:
+    """In a forked child (a warm job's baselines' process or sweep workers): the
+    store's pooled database connections are its parent's, and two processes on one
+    SQLite connection break its locks ("database is locked", a run left RUNNING).
+    As SQLAlchemy advises for fork, the child drops them unclosed and opens its own.
+    The engines are MLflow's (``_engine_map``, private: a later MLflow without it
+    has nothing here to drop)."""
+    import sys
+
+    for name in ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store"):
+        store = getattr(sys.modules.get(name), "SqlAlchemyStore", None)
+        for engine in list(getattr(store, "_engine_map", {}).values()):
+            engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_connections)
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAMS_PER_BATCH = 100
 _connected_uri: str | None = None
