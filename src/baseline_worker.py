@@ -258,6 +258,14 @@ class _LineStream(io.TextIOBase):
         return False
 
 
+def _ending_anyway() -> None:
+    """A worker that is already ending ignores any further stop: the command often
+    fails on the same input at the same moment (data that will not load), and a
+    stop raised inside this error's handling would print its traceback."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def worker_main(
     connection: Connection, setup: Setup, plain: dict[str, Any], commands_end: Connection | None = None
 ) -> None:
@@ -289,16 +297,20 @@ def worker_main(
         with relay.sending:
             connection.send(("trained", trained))
     except KeyboardInterrupt:
+        _ending_anyway()
         exit_now(130)
     except CommandEnded:
+        _ending_anyway()
         exit_now(1)
     except MlplabError as exc:
+        _ending_anyway()
         with contextlib.suppress(OSError), relay.sending:
             connection.send(("error", (str(exc), exc.exit_code)))
         exit_now(exc.exit_code)
     except Exception as exc:  # not the user's: the command says so in one line, the traceback goes to stderr
         import traceback
 
+        _ending_anyway()
         traceback.print_exc()
         with contextlib.suppress(OSError), relay.sending:
             connection.send(("error", (f"training the baselines failed: {first_line(exc)}", 1)))

@@ -5,6 +5,7 @@ baseline fails."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from src.baseline_worker import BaselineWorker
 from src.config import compose
+from src.errors import MlplabError
 from src.training import run
 from tests.conftest import cold_env, finish, run_cli, runs_by_name, start_cli
 
@@ -142,3 +145,26 @@ def test_ctrl_c_during_tensorflows_import_arrives_once_it_is_done():
             done.append(True)
     assert done == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class _StoppedAsItReports(MlplabError):
+    """Data that will not load, found by the command at the same moment: its
+    stop (SIGTERM) arrives while the worker reports the same error."""
+
+    def __str__(self) -> str:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # a signal handler runs between bytecodes: here, inside the report
+        return "data.path='nope.csv': no such file"
+
+
+def _data_that_will_not_load(plain):
+    raise _StoppedAsItReports()
+
+
+def test_a_stop_while_the_worker_reports_its_error_prints_nothing(capfd):
+    # CI once saw the worker's traceback under the command's one error line.
+    worker = BaselineWorker(_data_that_will_not_load, {}, multiprocessing.get_context("fork"))
+    worker.process.join(30)
+    assert worker.process.exitcode == 1
+    assert worker.connection.recv() == ("error", ("data.path='nope.csv': no such file", 1))
+    assert capfd.readouterr().err == ""
