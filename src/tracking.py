@@ -179,6 +179,8 @@ def connect(uri: str) -> None:
             mlflow.search_experiments(max_results=1)
         else:
             with creation_lock(db_path):
+                if not db_path.exists():
+                    copy_empty_store(db_path)
                 try:
                     mlflow.search_experiments(max_results=1)
                 except Exception:
@@ -192,6 +194,60 @@ def connect(uri: str) -> None:
     except Exception as exc:  # any driver or HTTP error means: not usable
         raise TrackingError(f"cannot open the MLflow tracking store {redact(uri)}: {failure(exc, uri)}") from None
     _connected_uri = uri
+
+
+def copy_empty_store(db_path: Path) -> None:
+    """Creates a new SQLite store at ``db_path`` as a copy of an empty one, made
+    once per MLflow version in ``$XDG_CACHE_HOME/mlplab/mlflow/``.
+
+    MLflow makes a store by running its schema migrations one by one: 1.0-1.2 s in
+    a process that has imported MLflow already, paid by the first command in every
+    new folder (and by nearly every test). The copy takes about a millisecond. The
+    template holds the schema only, made by the function MLflow's store runs on an
+    empty database; MLflow then adds the default experiment, whose artifact
+    location depends on the folder, as it does for any new store. On any failure
+    MLflow creates the store as ever.
+    """
+    import shutil
+
+    template = _empty_store_template()
+    if template is None:
+        return
+    partial = db_path.with_name(f".{db_path.name}.{os.getpid()}.partial")
+    try:
+        shutil.copyfile(template, partial)
+        os.link(partial, db_path)  # whole or not at all, and never over a store that appeared meanwhile
+    except OSError as exc:
+        log.debug("MLflow creates the store %s itself: %s", db_path, first_line(exc))
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+
+
+def _empty_store_template() -> Path | None:
+    """The empty store of this MLflow version, made now if it is missing (None if it cannot be)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    template = cache / "mlplab" / "mlflow" / f"empty-store-{mlflow.__version__}.db"
+    if template.is_file():
+        return template
+    partial = template.with_name(f".{template.name}.{os.getpid()}.partial")
+    try:
+        import sqlalchemy
+        from mlflow.store.db.utils import _initialize_tables
+
+        template.parent.mkdir(parents=True, exist_ok=True)
+        engine = sqlalchemy.create_engine(f"sqlite:///{partial}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(partial, template)  # two commands making it at once each write a whole one
+    except Exception as exc:  # noqa: BLE001  (a cache: without it MLflow migrates the store itself)
+        log.debug("no empty MLflow store to copy: %s", first_line(exc))
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        return None
+    return template
 
 
 def write_ahead_log(db_path: Path) -> None:

@@ -179,6 +179,35 @@ def test_a_run_is_written_only_while_it_is_the_active_run(client, tracking_uri):
     assert written.info.status == "FINISHED"  # the refused write failed only itself
 
 
+def _schema(db_path) -> tuple[list, list]:
+    """Tables, indexes and the schema version (a table's constraints in any order:
+    MLflow's own migrations write them in an order that varies by process)."""
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        objects = db.execute("select type, name, tbl_name, sql from sqlite_master").fetchall()
+        version = db.execute("select version_num from alembic_version").fetchall()
+    return sorted((*o[:3], sorted(line.strip().rstrip(",") for line in (o[3] or "").splitlines())) for o in objects), version
+
+
+def test_a_new_store_is_a_copy_of_the_store_mlflow_makes(tmp_path, monkeypatch):
+    # Made once per MLflow version and copied, not migrated step by step in every new folder.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    copied = tmp_path / "copied.db"
+    tracking.copy_empty_store(copied)
+    assert (tmp_path / "cache" / "mlplab" / "mlflow" / f"empty-store-{mlflow.__version__}.db").is_file()
+    made = tmp_path / "made.db"
+    mlflow.tracking.MlflowClient(f"sqlite:///{made}").search_experiments()
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{copied}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]  # MLflow's, in this folder
+    assert _schema(copied) == _schema(made)
+    run_id = client.create_run(client.create_experiment("x")).info.run_id
+    client.log_metric(run_id, "loss", 0.5)
+    assert client.get_run(run_id).data.metrics == {"loss": 0.5}
+    before = copied.read_bytes()
+    tracking.copy_empty_store(copied)  # never over a store that exists
+    assert copied.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "copied.db", "made.db"]
+
+
 def test_a_store_failure_is_said_in_a_few_words():
     uri = "http://me:s3cret@127.0.0.1:5000"
     mlflow_says = MlflowException(
