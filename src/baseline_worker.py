@@ -258,6 +258,21 @@ class _LineStream(io.TextIOBase):
         return False
 
 
+def _stops_are_raised_again(unraisable: Any, default: Callable[[Any], None] = sys.unraisablehook) -> None:
+    """A stop that lands inside a garbage collector's callback (a weakref's, a
+    ``__del__``) is swallowed there, with an "Exception ignored" traceback, and the
+    worker would train on. Its signal is sent again a moment later, from a thread:
+    sent from here, its handler would run, and be swallowed, here again."""
+    stops = {CommandEnded: signal.SIGTERM, KeyboardInterrupt: signal.SIGINT}
+    again = next((sent for stop, sent in stops.items() if isinstance(unraisable.exc_value, stop)), None)
+    if again is None:
+        default(unraisable)
+        return
+    timer = threading.Timer(0.01, os.kill, (os.getpid(), again))
+    timer.daemon = True
+    timer.start()
+
+
 def _ending_anyway() -> None:
     """A worker that is already ending ignores any further stop: the command often
     fails on the same input at the same moment (data that will not load), and a
@@ -287,6 +302,7 @@ def worker_main(
         raise CommandEnded("stopped: the command failed before this model's training ended")
 
     signal.signal(signal.SIGTERM, command_failed)
+    sys.unraisablehook = _stops_are_raised_again
     try:
         train = setup(plain)
         try:

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -167,4 +168,30 @@ def test_a_stop_while_the_worker_reports_its_error_prints_nothing(capfd):
     worker.process.join(30)
     assert worker.process.exitcode == 1
     assert worker.connection.recv() == ("error", ("data.path='nope.csv': no such file", 1))
+    assert capfd.readouterr().err == ""
+
+
+def _stopped_inside_a_weakref_callback(plain):
+    class Held:
+        pass
+
+    def collected(ref):
+        os.kill(os.getpid(), signal.SIGTERM)  # the command's stop, landing inside the callback
+        time.sleep(0.2)
+
+    held = Held()
+    ref = weakref.ref(held, collected)  # kept alive, so its callback runs
+    del held
+    time.sleep(30)  # the imports and training the stop must not wait for
+    return ref
+
+
+def test_a_stop_inside_a_garbage_collectors_callback_still_stops_the_worker(capfd):
+    # CI once saw "Exception ignored in: <function WeakValueDictionary...remove>" and
+    # its traceback: the stop had been swallowed there.
+    worker = BaselineWorker(_stopped_inside_a_weakref_callback, {}, multiprocessing.get_context("fork"))
+    worker.process.join(10)
+    if worker.process.is_alive():
+        worker.process.kill()
+    assert worker.process.exitcode == 1
     assert capfd.readouterr().err == ""

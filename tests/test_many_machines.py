@@ -109,7 +109,7 @@ def test_a_machine_killed_mid_trial_loses_nothing(servers, tmp_path):
     postgres, server = servers
     spec = sweep_file(tmp_path, pruner="none")
     args = [
-        f"storage={postgres.url('optuna')}", "study_name=killed", "n_trials=10", "tracking=server",
+        f"storage={postgres.url('optuna')}", "study_name=killed", "n_trials=14", "tracking=server",
         f"tracking.uri={server.uri}", "baselines=none", "experiment_name=killed_machine",
         # About 2 s a trial (per-sample steps, no XLA), so a kill lands mid-trial.
         "trainer.batch_size=1", "trainer.epochs=2000", "trainer.jit_compile=false",
@@ -132,7 +132,10 @@ def test_a_machine_killed_mid_trial_loses_nothing(servers, tmp_path):
             if t.state == TrialState.RUNNING and _is_child_of(t.user_attrs.get("worker", ""), doomed.pid)
             and "mlflow_run_id" in t.user_attrs and time.time() - t.datetime_start.timestamp() < 1.5
         ]
-        if len(done) >= 2 and mine:
+        # With at least 7 trials left for the survivor alone (about 14 s), the grace
+        # (6 s) passes before its last trial: a sweep that ends sooner leaves the dead
+        # machine's trial to the next command (a run once failed the test this way).
+        if 2 <= len(done) <= 6 and mine:
             victim = mine[0]
     assert victim is not None, "the doomed machine never ran a trial"
     finished_before = {t.number for t in study_of(postgres, "killed").get_trials(states=(TrialState.COMPLETE,))}
@@ -148,7 +151,7 @@ def test_a_machine_killed_mid_trial_loses_nothing(servers, tmp_path):
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params
     complete = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    assert finished_before <= complete and len(complete) >= 10
+    assert finished_before <= complete and len(complete) >= 14
     runs = {r.info.run_name: r for r in runs_of(server, "killed_machine")}
     assert runs[f"trial-{victim.number}"].info.status == "FAILED"  # closed by the survivor
     assert "no heartbeat" in runs[f"trial-{victim.number}"].data.tags["failure_reason"]
