@@ -187,7 +187,7 @@ def _stopped_inside_a_weakref_callback(plain):
 
 
 def test_a_stop_inside_a_garbage_collectors_callback_still_stops_the_worker(capfd):
-    # CI once saw "Exception ignored in: <function WeakValueDictionary...remove>" and
+    # A suite run once saw "Exception ignored in: <function WeakValueDictionary...remove>" and
     # its traceback: the stop had been swallowed there.
     worker = BaselineWorker(_stopped_inside_a_weakref_callback, {}, multiprocessing.get_context("fork"))
     worker.process.join(10)
