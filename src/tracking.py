@@ -149,7 +149,8 @@ def redact_text(text: str, *uris: str) -> str:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    match = re.match(r"sqlite:///(.+)$", uri)
+    """The file of a SQLite store's URI (without SQLAlchemy's ``?query`` options)."""
+    match = re.match(r"sqlite:///([^?]+)", uri)
     return Path(match.group(1)) if match else None
 
 

@@ -6,6 +6,7 @@ import contextlib
 import sqlite3
 import struct
 import threading
+from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -222,6 +223,12 @@ def test_a_store_failure_is_said_in_a_few_words():
     assert tracking.failure(OSError(13, "Permission denied", "/srv/mlruns"), uri) == (
         "[Errno 13] Permission denied: '/srv/mlruns'"
     )
+
+
+def test_a_sqlite_stores_file_is_its_uri_without_options():
+    assert tracking.sqlite_path("sqlite:///mlruns/mlflow.db") == Path("mlruns/mlflow.db")
+    assert tracking.sqlite_path("sqlite:////srv/mlflow.db?timeout=30") == Path("/srv/mlflow.db")
+    assert tracking.sqlite_path("postgresql://me@db/mlflow") is None
 
 
 def test_redaction_hides_passwords():
