@@ -45,8 +45,13 @@ def data_dir(configured: str | os.PathLike | None = None) -> Path:
         return Path(configured).expanduser()
     if os.environ.get("MLPLAB_DATA_DIR"):
         return Path(os.environ["MLPLAB_DATA_DIR"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "mlplab" / "data"
+    return user_cache_dir() / "data"
+
+
+def user_cache_dir() -> Path:
+    """mlplab's per-user cache folder, ``$XDG_CACHE_HOME/mlplab`` (``~/.cache/mlplab``):
+    downloaded datasets, and the empty MLflow store new stores are copied from."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlplab"
 
 
 def sha256(path: Path) -> str:
