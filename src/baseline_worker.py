@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from src.errors import MlplabError, exit_now, first_line
+from src.errors import MlplabError, between_statements, exit_now, first_line, send_again
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -268,9 +268,7 @@ def _stops_are_raised_again(unraisable: Any, default: Callable[[Any], None] = sy
     if again is None:
         default(unraisable)
         return
-    timer = threading.Timer(0.01, os.kill, (os.getpid(), again))
-    timer.daemon = True
-    timer.start()
+    send_again(again)
 
 
 def _ending_anyway() -> None:
@@ -289,7 +287,8 @@ def worker_main(
     if commands_end is not None:
         commands_end.close()
     os.setsid()  # the terminal's Ctrl-C goes to the command, which stops the worker once
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # a forked worker has the command's handlers
+    # A forked worker has the command's handlers.
+    signal.signal(signal.SIGINT, between_statements(signal.default_int_handler))
     sys.stdout = _LineStream(sys.stderr)
     for handler in list(log.handlers):  # and its log handlers: this worker's lines go through the command
         log.removeHandler(handler)
@@ -301,7 +300,7 @@ def worker_main(
     def command_failed(signum: int, frame: Any) -> None:
         raise CommandEnded("stopped: the command failed before this model's training ended")
 
-    signal.signal(signal.SIGTERM, command_failed)
+    signal.signal(signal.SIGTERM, between_statements(command_failed))
     sys.unraisablehook = _stops_are_raised_again
     try:
         train = setup(plain)

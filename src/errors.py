@@ -10,6 +10,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 ERROR_PREFIX = "mlplab: error: "
 TENSORFLOW_LOG_ENV = "MLPLAB_TENSORFLOW_LOG"
@@ -122,6 +124,67 @@ def ctrl_c_held() -> Iterator[None]:
         previous(signal.SIGINT, None)
 
 
+SignalHandler = Callable[[int, FrameType | None], Any]
+# The code a stop must not interrupt: a database driver's call, and SQLAlchemy's
+# handling of its connection around it.
+_STATEMENT_MODULES = ("sqlalchemy.", "sqlite3", "psycopg")
+
+
+def between_statements(handler: SignalHandler) -> SignalHandler:
+    """Wraps a signal handler that raises (a stop: Ctrl-C, a command's SIGTERM) so
+    that it does not raise inside a database statement, but right after it.
+
+    A stop raised while SQLite runs a statement leaves the statement unfinished.
+    SQLAlchemy then drops the connection, but SQLite keeps it open, with its write
+    lock, until the statement is garbage collected, and the stop's own traceback
+    keeps it alive. The process's next write (its run ending KILLED or FAILED)
+    then waits 20 s for its own lock, fails, and leaves the run RUNNING.
+
+    Inside SQLAlchemy, the handler runs at the next Python call made from outside
+    it: a trace function (this thread's only, set until then) watches the calls.
+    """
+
+    def held(signum: int, frame: FrameType | None) -> Any:
+        if _held_stop:  # one stop is enough: a second (Ctrl-C twice, SIGTERM too) is dropped
+            return None
+        if not _inside_statement(frame):
+            return handler(signum, frame)
+        previous = sys.gettrace()
+
+        def at_next_call_outside(called: FrameType, event: str, arg: Any) -> None:
+            if event == "call" and not _inside_statement(called.f_back):
+                sys.settrace(previous)
+                _held_stop.clear()
+                handler(signum, called.f_back)  # raised here, the stop comes out of this call
+            return None
+
+        _held_stop.append(signum)
+        sys.settrace(at_next_call_outside)
+        return None
+
+    return held
+
+
+_held_stop: list[int] = []
+"""The signal of the stop :func:`between_statements` holds, if any (one at a time)."""
+
+
+def _inside_statement(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith(_STATEMENT_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def send_again(signum: int, seconds: float = 0.01) -> None:
+    """Sends ``signum`` to this process again after ``seconds``, from a thread: its
+    handler then runs where the main thread is by then, not where it was."""
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
+
+
 def run_command(main: Callable[[], object]) -> None:
     """Runs a command's ``main`` as its process's whole life: its return value
     or ``sys.exit`` code becomes the exit code (see :func:`exit_now`). An error
@@ -133,6 +196,8 @@ def run_command(main: Callable[[], object]) -> None:
     ``src/models/backend.py``).
     """
     os.environ.setdefault(TENSORFLOW_LOG_ENV, "mlruns/logs/tensorflow.log")
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
+        signal.signal(signal.SIGINT, between_statements(signal.default_int_handler))
     try:
         code = main()
     except SystemExit as exc:

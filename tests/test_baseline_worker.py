@@ -5,9 +5,11 @@ baseline fails."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -194,4 +196,38 @@ def test_a_stop_inside_a_garbage_collectors_callback_still_stops_the_worker(capf
     if worker.process.is_alive():
         worker.process.kill()
     assert worker.process.exitcode == 1
+    assert capfd.readouterr().err == ""
+
+
+def _logging_until_stopped(uri: str, stop_after: float):
+    def setup(plain):
+        from src import tracking
+
+        experiment = tracking.open_experiment("stopped_mid_write", {"uri": uri})
+        with tracking.run("writing", experiment=experiment) as tracked:
+            threading.Timer(stop_after, os.kill, (os.getpid(), signal.SIGTERM)).start()  # the command's stop
+            for step in itertools.count():
+                tracked.log_metrics({f"m{i}": float(step) for i in range(50)}, step)
+
+    return setup
+
+
+def test_a_stop_during_a_store_write_still_ends_the_run(tmp_path, capfd):
+    # CI once saw a worker's run left RUNNING under "database is locked" tracebacks:
+    # stopped inside SQLite's statement, the worker then waited 20 s for its own lock.
+    # Its stop now waits for the statement; most stops land in one while logging.
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for stop_after in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3):
+        worker = BaselineWorker(_logging_until_stopped(uri, stop_after), {}, multiprocessing.get_context("fork"))
+        worker.process.join(15)
+        if worker.process.is_alive():
+            worker.process.kill()
+        assert worker.process.exitcode == 1
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("stopped_mid_write").experiment_id])
+    assert len(runs) == 6
+    assert {r.info.status for r in runs} == {"FAILED"}
+    assert {r.data.tags["failure_reason"] for r in runs} == {"stopped: the command failed before this model's training ended"}
     assert capfd.readouterr().err == ""

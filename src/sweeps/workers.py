@@ -32,7 +32,7 @@ from types import ModuleType
 import optuna
 from optuna.trial import TrialState
 
-from src.errors import ConfigError, MlplabError, clean_up_at_exit, exit_now, first_line, report
+from src.errors import ConfigError, MlplabError, between_statements, clean_up_at_exit, exit_now, first_line, report
 from src.sweeps.definition import SweepSpec
 
 log = logging.getLogger("mlplab")
@@ -161,7 +161,7 @@ def import_for_trials() -> ModuleType:
 
 def worker_main(connection: Connection, threads: int, log_path: Path | None) -> None:
     """Entry point of a worker process: import, then wait for the job and run it."""
-    signal.signal(signal.SIGINT, _ctrl_c_once)
+    signal.signal(signal.SIGINT, between_statements(_ctrl_c_once))
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         sink = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
