@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from src.errors import MlplabError, between_statements, exit_now, first_line, send_again
+from src.errors import MlplabError, between_statements, exit_now, first_line, send_again, stop_behind
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -326,6 +326,9 @@ def worker_main(
         import traceback
 
         _ending_anyway()
+        stop = stop_behind(exc)  # a library's error over a stop, which landed in its clean-up
+        if stop is not None:
+            exit_now(130 if isinstance(stop, KeyboardInterrupt) else 1)
         traceback.print_exc()
         with contextlib.suppress(OSError), relay.sending:
             connection.send(("error", (f"training the baselines failed: {first_line(exc)}", 1)))

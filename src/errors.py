@@ -124,6 +124,22 @@ def ctrl_c_held() -> Iterator[None]:
         previous(signal.SIGINT, None)
 
 
+def stop_behind(exc: BaseException) -> BaseException | None:
+    """The stop (Ctrl-C, a command's SIGTERM: not an ``Exception``) that ``exc`` was
+    raised while handling, or ``exc`` itself if it is one. A stop that lands in a
+    library's clean-up can come out as that library's error: CI saw a zip file's
+    ``close`` raise "Can't close the ZIP file while there is an open writing
+    handle" over a stop that had landed inside its member's ``close``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if not isinstance(current, Exception):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
+
+
 SignalHandler = Callable[[int, FrameType | None], Any]
 # The code a stop must not interrupt: a database driver's call, and SQLAlchemy's
 # handling of its connection around it.

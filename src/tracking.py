@@ -35,7 +35,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from src.errors import MlplabError, first_line
+from src.errors import MlplabError, first_line, stop_behind
 from src.listeners import EpochListener
 from src.locks import creation_lock
 
@@ -617,10 +617,11 @@ def run(
         if reconciled and isinstance(exc, (TrackingError, MlflowException)):  # the store failed
             status = None
             raise
-        interrupted = isinstance(exc, KeyboardInterrupt)
+        cause = stop_behind(exc) or exc
+        interrupted = isinstance(cause, KeyboardInterrupt)
         status = RunStatus.KILLED if interrupted else RunStatus.FAILED
         with contextlib.suppress(Exception):
-            mlflow.set_tag(FAILURE_TAG, "interrupted (Ctrl-C)" if interrupted else first_line(exc))
+            mlflow.set_tag(FAILURE_TAG, "interrupted (Ctrl-C)" if interrupted else first_line(cause))
         raise
     finally:
         if status is None:

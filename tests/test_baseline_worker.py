@@ -231,3 +231,34 @@ def test_a_stop_during_a_store_write_still_ends_the_run(tmp_path, capfd):
     assert {r.info.status for r in runs} == {"FAILED"}
     assert {r.data.tags["failure_reason"] for r in runs} == {"stopped: the command failed before this model's training ended"}
     assert capfd.readouterr().err == ""
+
+
+def _stopped_inside_a_librarys_clean_up(uri: str):
+    def setup(plain):
+        from src import tracking
+
+        experiment = tracking.open_experiment("stopped_in_clean_up", {"uri": uri})
+        with tracking.run("saving", experiment=experiment):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)  # the command's stop, landing in a zip member's close
+                time.sleep(5)
+            finally:
+                raise ValueError("Can't close the ZIP file while there is an open writing handle on it.")
+
+    return setup
+
+
+def test_a_librarys_error_over_a_stop_is_still_a_stop(tmp_path, capfd):
+    # CI once saw the worker's traceback of that ValueError (skops saving a model
+    # into a zip file) under the command's one error line.
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    worker = BaselineWorker(_stopped_inside_a_librarys_clean_up(uri), {}, multiprocessing.get_context("fork"))
+    worker.process.join(15)
+    assert worker.process.exitcode == 1
+    assert capfd.readouterr().err == ""
+    client = MlflowClient(uri)
+    (stopped,) = client.search_runs([client.get_experiment_by_name("stopped_in_clean_up").experiment_id])
+    assert stopped.info.status == "FAILED"
+    assert stopped.data.tags["failure_reason"] == "stopped: the command failed before this model's training ended"
