@@ -273,6 +273,19 @@ def parse_overrides(overrides: Sequence[str]) -> list[Any]:
         raise ConfigError(f"cannot parse the overrides {' '.join(overrides)}: {first_line(exc)}") from None
 
 
+def override_argument(key: str, value: str) -> str:
+    """``key=value`` as one shell argument that Hydra reads back as the string
+    ``value``: quoted for Hydra where its grammar would split the value (a URI's
+    ``?timeout=30``), and for the shell where needed."""
+    import shlex
+
+    if not re.fullmatch(r"[\w/:.\-@+~]*", value):
+        # Hydra's quoted strings: a backslash escapes only a quote, or backslashes before one.
+        escaped = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', value)
+        value = '"' + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + '"'
+    return shlex.quote(f"{key}={value}")
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """Composes and validates one run config from command-line style overrides."""
     with Composer() as composer:

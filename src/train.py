@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.config import (
-    CONF_DIR, CONFIG_NAME, DEFAULT_TRACKING_URI, Composer, expand_sweep, parse_overrides, validate,
+    CONF_DIR, CONFIG_NAME, DEFAULT_TRACKING_URI, Composer, expand_sweep, override_argument, parse_overrides, validate,
 )
 from src.errors import ConfigError, MlplabError, report, run_command
 from src.results import RunResult
@@ -120,7 +120,7 @@ def _where_logged(cfg: DictConfig, result: RunResult) -> str:
     uri = redact(cfg.tracking.uri)
     lines = [f"Logged to MLflow experiment '{cfg.experiment_name}', run {result.run_name} ({result.run_id}), in {uri}"]
     if not uri.startswith(("http://", "https://")):
-        store = "" if uri == DEFAULT_TRACKING_URI else f" tracking.uri={uri}"
+        store = "" if uri == DEFAULT_TRACKING_URI else f" {override_argument('tracking.uri', uri)}"
         lines.append(f"Browse it: python -m src.ui{store}")
     else:
         lines.append(f"Browse it: {uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sqlite3
 import struct
 import threading
@@ -19,7 +20,8 @@ from src import tracking
 from src.config import compose
 from src.errors import DivergenceError
 from src.training import git_commit, run
-from tests.conftest import cold_env, finish, start_cli
+from src.ui import store_uri
+from tests.conftest import cold_env, finish, run_cli, start_cli
 
 MODELS = ["keras_mlp", "sklearn_perceptron", "sklearn_mlp"]
 
@@ -229,6 +231,18 @@ def test_a_sqlite_stores_file_is_its_uri_without_options():
     assert tracking.sqlite_path("sqlite:///mlruns/mlflow.db") == Path("mlruns/mlflow.db")
     assert tracking.sqlite_path("sqlite:////srv/mlflow.db?timeout=30") == Path("/srv/mlflow.db")
     assert tracking.sqlite_path("postgresql://me@db/mlflow") is None
+
+
+def test_the_browse_hint_reads_back_as_the_store_it_names(tmp_path):
+    # A URI with options must reach src.ui whole: unquoted, Hydra split it at its "=".
+    uri = "sqlite:///mlruns/other.db?timeout=30"
+    result = run_cli("src.train", "+experiment=xor", "baselines=none", "trainer.epochs=3", "tracking.plots=false",
+                     "tracking.log_models=false", f'tracking.uri="{uri}"', cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    hint = next(line for line in result.stdout.splitlines() if line.startswith("Browse it: "))
+    command = shlex.split(hint.removeprefix("Browse it: "))
+    assert command[:3] == ["python", "-m", "src.ui"]
+    assert store_uri(command[3:]) == uri
 
 
 def test_redaction_hides_passwords():
