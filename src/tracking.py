@@ -417,10 +417,11 @@ class TrackedRun:
     written (:func:`run` makes it so; a nested run's parent is active again once
     the child has ended)."""
 
-    def __init__(self, run_id: str, run_name: str, experiment_id: str) -> None:
+    def __init__(self, run_id: str, run_name: str, experiment_id: str, artifact_uri: str | None = None) -> None:
         self.run_id = run_id
         self.run_name = run_name
         self.experiment_id = experiment_id
+        self.artifact_uri = artifact_uri
 
     def log_params(self, params: Mapping[str, Any], *, tags: Mapping[str, Any] | None = None) -> None:
         """Logs ``params``, and ``tags`` with them: one write to the store per 100 params."""
@@ -454,7 +455,18 @@ class TrackedRun:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        mlflow.log_text(text, artifact_file, run_id=self._active())
+        """Writes ``text`` as the artifact ``artifact_file``. Into a local artifact
+        folder it is written directly: ``mlflow.log_text`` reads the whole run back
+        first for its artifact location (every sweep trial logs its config.yaml)."""
+        run_id = self._active()
+        if self.artifact_uri is None or not self.artifact_uri.startswith("file:"):
+            mlflow.log_text(text, artifact_file, run_id=run_id)
+            return
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        path = Path(local_file_uri_to_path(self.artifact_uri), artifact_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
 
     def log_datasets(self, name: str, fingerprint: str, source: str, splits: Mapping[str, tuple[Any, Any]]) -> None:
         """Logs each split as one of this run's MLflow dataset inputs, so the UI's
@@ -609,7 +621,7 @@ def run(
     status: int | None = RunStatus.FINISHED
     in_flight = True  # an exception is leaving the block
     try:
-        yield TrackedRun(active.info.run_id, active.info.run_name, active.info.experiment_id)
+        yield TrackedRun(active.info.run_id, active.info.run_name, active.info.experiment_id, active.info.artifact_uri)
         in_flight = False
     except finish_on:
         raise

@@ -112,6 +112,7 @@ def run(
     into: TrackedRun | None = None,
     listeners: Sequence[EpochListener] = (),
     only: Collection[str] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Trains every configured model on one dataset and tracks it all in MLflow.
 
@@ -126,6 +127,8 @@ def run(
             such as a sweep's pruning reporter.
         only: Names of the models to train (default: the Keras MLP and every
             baseline). Without ``keras_mlp``, TensorFlow is not imported.
+        params: More params for the invocation's run, logged in the config's
+            write (a sweep trial's sampled values).
 
     Returns:
         The final metrics by model name, and the runs that hold them.
@@ -167,12 +170,14 @@ def run(
         # With the worker, the network (TensorFlow's import) is built once the baselines are on their way.
         models = build_models(plain, only=baselines if worker else names, loss=loss)
         if into is not None:
-            return _run_models(into, plain, dataset, models, experiment, listeners, flat=len(models) == 1)
+            return _run_models(into, plain, dataset, models, experiment, listeners, flat=len(models) == 1, params=params)
         with tracking.invocation_run(plain, experiment, parent_run_id) as parent:
             if worker is not None:
                 worker.send(baseline_worker.Job(experiment, parent.run_id, models))
                 models = build_models(plain, only=network, loss=loss)
-            result = _run_models(parent, plain, dataset, models, experiment, listeners, flat=False, worker=worker)
+            result = _run_models(
+                parent, plain, dataset, models, experiment, listeners, flat=False, worker=worker, params=params
+            )
     except BaseException as exc:
         if worker is not None:
             worker.stop(interrupted=isinstance(exc, KeyboardInterrupt))
@@ -208,6 +213,7 @@ def _run_models(
     *,
     flat: bool,
     worker: BaselineWorker | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Logs the invocation into ``parent`` and trains each model in a child run,
     or, when ``flat``, the only model straight into ``parent``; then takes the
@@ -219,9 +225,8 @@ def _run_models(
     }
     # A flat run's model params go in the same write (the config's values win where both name a key).
     model_params = next(iter(models.values())).params if flat else {}
-    tracking.log_config(
-        parent, plain, more_params={**model_params, **data_params}, tags=_provenance_tags(plain, dataset)
-    )
+    more_params = {**(params or {}), **model_params, **data_params}
+    tracking.log_config(parent, plain, more_params=more_params, tags=_provenance_tags(plain, dataset))
     log_data(parent, dataset)
     results: Metrics = {}
     run_ids: dict[str, str] = {}

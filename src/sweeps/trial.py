@@ -118,9 +118,9 @@ class TrialObjective:
             reconciled=True,
         ) as tracked:
             trial.set_user_attr(RUN_ID_ATTR, tracked.run_id)
-            tracked.log_params({f"sampled.{k}": v for k, v in values.items()})
+            sampled = {f"sampled.{k}": v for k, v in values.items()}
             try:
-                metrics = run(cfg, into=tracked, listeners=[reporter]).metrics[main_model_name(plain)]
+                metrics = run(cfg, into=tracked, listeners=[reporter], params=sampled).metrics[main_model_name(plain)]
             except optuna.TrialPruned:
                 trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
                 tracked.set_tags({STATE_TAG: "PRUNED", "pruned_at_epoch": reporter.epoch})
