@@ -42,7 +42,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from src.errors import MlplabError, between_statements, exit_now, first_line, send_again, stop_behind
+from src.errors import (
+    MlplabError, between_statements, drop_held_stop, exit_now, first_line, send_again, stop_behind,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -277,6 +279,7 @@ def _ending_anyway() -> None:
     stop raised inside this error's handling would print its traceback."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    drop_held_stop()
 
 
 def worker_main(

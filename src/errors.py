@@ -185,6 +185,13 @@ _held_stop: list[int] = []
 """The signal of the stop :func:`between_statements` holds, if any (one at a time)."""
 
 
+def drop_held_stop() -> None:
+    """Forgets a stop :func:`between_statements` holds (for a process that is ending anyway)."""
+    if _held_stop:
+        _held_stop.clear()
+        sys.settrace(None)
+
+
 def _inside_statement(frame: FrameType | None) -> bool:
     while frame is not None:
         if str(frame.f_globals.get("__name__", "")).startswith(_STATEMENT_MODULES):
