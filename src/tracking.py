@@ -34,6 +34,7 @@ import yaml
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from src.errors import MlplabError, first_line, stop_behind
 from src.listeners import EpochListener
@@ -609,13 +610,25 @@ def run(
     when the tracking store fails under it: another call would only wait out the
     HTTP retries again, and the sweep's next start closes it from the study.
     """
+    run_tags = {k: str(v) for k, v in (tags or {}).items()}
+    current = mlflow.active_run()
+    nested = current is not None
+    if parent_run_id is not None and run_id is None:
+        # Given the parent's id, MLflow reads the whole parent run back (for every
+        # sweep trial and child run) only to check that it is not deleted. The
+        # active run is the parent without that; elsewhere the tag makes it one.
+        if current is None:
+            run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+            parent_run_id = None
+        elif current.info.run_id == parent_run_id:
+            parent_run_id = None
     active = mlflow.start_run(
         run_id=run_id,
         experiment_id=None if run_id else experiment,
         run_name=None if run_id else name,
-        nested=parent_run_id is not None or mlflow.active_run() is not None,
+        nested=nested or parent_run_id is not None,
         parent_run_id=parent_run_id,
-        tags={k: str(v) for k, v in (tags or {}).items()},
+        tags=run_tags,
         description=description,
     )
     status: int | None = RunStatus.FINISHED
