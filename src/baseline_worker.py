@@ -43,7 +43,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from src.errors import (
-    MlplabError, between_statements, drop_held_stop, exit_now, first_line, send_again, stop_behind,
+    MlplabError, between_statements, drop_held_stop, exit_now, first_line, stop_behind,
 )
 
 if TYPE_CHECKING:
@@ -270,7 +270,9 @@ def _stops_are_raised_again(unraisable: Any, default: Callable[[Any], None] = sy
     if again is None:
         default(unraisable)
         return
-    send_again(again)
+    timer = threading.Timer(0.01, os.kill, (os.getpid(), again))
+    timer.daemon = True
+    timer.start()
 
 
 def _ending_anyway() -> None:

@@ -200,14 +200,6 @@ def _inside_statement(frame: FrameType | None) -> bool:
     return False
 
 
-def send_again(signum: int, seconds: float = 0.01) -> None:
-    """Sends ``signum`` to this process again after ``seconds``, from a thread: its
-    handler then runs where the main thread is by then, not where it was."""
-    timer = threading.Timer(seconds, os.kill, (os.getpid(), signum))
-    timer.daemon = True
-    timer.start()
-
-
 def run_command(main: Callable[[], object]) -> None:
     """Runs a command's ``main`` as its process's whole life: its return value
     or ``sys.exit`` code becomes the exit code (see :func:`exit_now`). An error
