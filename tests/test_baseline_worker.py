@@ -173,6 +173,17 @@ def test_a_stop_while_the_worker_reports_its_error_prints_nothing(capfd):
     assert capfd.readouterr().err == ""
 
 
+def _exit_code_of_forked_worker(setup, within: float) -> int | None:
+    """Runs ``setup`` in a forked baselines' worker; its exit code, or None if it
+    was still running after ``within`` seconds (it is killed then)."""
+    worker = BaselineWorker(setup, {}, multiprocessing.get_context("fork"))
+    worker.process.join(within)
+    if worker.process.is_alive():
+        worker.process.kill()
+        return None
+    return worker.process.exitcode
+
+
 def _stopped_inside_a_weakref_callback(plain):
     class Held:
         pass
@@ -191,11 +202,7 @@ def _stopped_inside_a_weakref_callback(plain):
 def test_a_stop_inside_a_garbage_collectors_callback_still_stops_the_worker(capfd):
     # A suite run once saw "Exception ignored in: <function WeakValueDictionary...remove>" and
     # its traceback: the stop had been swallowed there.
-    worker = BaselineWorker(_stopped_inside_a_weakref_callback, {}, multiprocessing.get_context("fork"))
-    worker.process.join(10)
-    if worker.process.is_alive():
-        worker.process.kill()
-    assert worker.process.exitcode == 1
+    assert _exit_code_of_forked_worker(_stopped_inside_a_weakref_callback, within=10) == 1
     assert capfd.readouterr().err == ""
 
 
@@ -220,11 +227,7 @@ def test_a_stop_during_a_store_write_still_ends_the_run(tmp_path, capfd):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     for stop_after in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3):
-        worker = BaselineWorker(_logging_until_stopped(uri, stop_after), {}, multiprocessing.get_context("fork"))
-        worker.process.join(15)
-        if worker.process.is_alive():
-            worker.process.kill()
-        assert worker.process.exitcode == 1
+        assert _exit_code_of_forked_worker(_logging_until_stopped(uri, stop_after), within=15) == 1
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("stopped_mid_write").experiment_id])
     assert len(runs) == 6
@@ -254,9 +257,7 @@ def test_a_librarys_error_over_a_stop_is_still_a_stop(tmp_path, capfd):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    worker = BaselineWorker(_stopped_inside_a_librarys_clean_up(uri), {}, multiprocessing.get_context("fork"))
-    worker.process.join(15)
-    assert worker.process.exitcode == 1
+    assert _exit_code_of_forked_worker(_stopped_inside_a_librarys_clean_up(uri), within=15) == 1
     assert capfd.readouterr().err == ""
     client = MlflowClient(uri)
     (stopped,) = client.search_runs([client.get_experiment_by_name("stopped_in_clean_up").experiment_id])
