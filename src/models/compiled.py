@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +57,12 @@ class _Program:
     runner: keras.Model
     function: Any
     keys: list[str]
+    signature: tuple[tf.TensorSpec, tf.TensorSpec]
+    """The inputs and targets of one row of the training data, with any number of rows."""
+    holds: weakref.ref | None = None
+    """The model whose state the runner holds: the last one trained, until the next."""
+    score: Any = None
+    """The traced scoring function of :meth:`CompiledLoop.scores`, made on first use."""
 
 
 _programs: OrderedDict[str, _Program] = OrderedDict()
@@ -93,6 +100,8 @@ class CompiledLoop:
         self.shuffle = shuffle
         self.seed = seed
         self.jit_compile = jit_compile
+        self.program: _Program | None = None
+        """The program that trained the model, once ``fit`` ran."""
 
     def fit(
         self,
@@ -133,12 +142,46 @@ class CompiledLoop:
 
         program = self._program(data, validation, batch, chunk)
         runner = program.runner
+        program.holds = None
         copy_state(self.model, runner)
         try:
             history = self._train(program, data, validation, epochs, chunk, callbacks)
         finally:
             copy_state(runner, self.model)
+            program.holds = weakref.ref(self.model)
+        self.program = program
         return history
+
+    def scores(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """The trained model's outputs for ``x`` and its loss against ``y`` (targets
+        in the form it trained on), as ``model(x, training=False)`` and
+        ``compute_loss`` give them, from one call of a function traced once per
+        program: an eager call of a small model costs milliseconds of Keras's Python.
+
+        Valid while the model's weights are the ones training left, as they are
+        right after ``fit``.
+
+        Returns:
+            None when the runner no longer holds this model's state (a model of the
+            same structure trained since) or for inputs unlike the training data;
+            score the model itself then.
+        """
+        program = self.program
+        if program is None or program.holds is None or program.holds() is not self.model:
+            return None
+        x_spec, y_spec = program.signature
+        if not (_fits(x_spec, x) and _fits(y_spec, y)):
+            return None
+        if program.score is None:
+            runner = program.runner
+
+            def score(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                output = runner(x, training=False)
+                return output, runner.compute_loss(y=y, y_pred=output, training=False)
+
+            program.score = tf.function(score, input_signature=program.signature, autograph=False)
+        output, loss = program.score(x, y)
+        return output.numpy(), float(loss)
 
     def _train(
         self,
@@ -198,7 +241,8 @@ class CompiledLoop:
         function = tf.function(
             self._chunk_function(runner, batch, keys, chunk), jit_compile=self.jit_compile, autograph=False
         )
-        program = _programs[key] = _Program(runner, function, keys)
+        signature = tuple(tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in data)
+        program = _programs[key] = _Program(runner, function, keys, signature)
         if len(_programs) > PROGRAM_CACHE_SIZE:
             _programs.popitem(last=False)
         return program
@@ -253,6 +297,10 @@ class CompiledLoop:
             return {k: a.stack() for k, a in zip(keys, arrays, strict=True)}
 
         return run_chunk
+
+
+def _fits(spec: tf.TensorSpec, array: np.ndarray) -> bool:
+    return array.dtype == spec.dtype.as_numpy_dtype and spec.shape.is_compatible_with(array.shape)
 
 
 def _order(n: int, seed: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:

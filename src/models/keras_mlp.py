@@ -189,6 +189,7 @@ class KerasMLP(Estimator):
         # One batch holds every row, so a shuffle would only reorder a sum (and move
         # dropout masks between rows): both engines skip it and agree exactly.
         shuffle = self.shuffle and batch_size < len(x)
+        self._compiled_loop = None
         if self.resolved_engine(x) == "compiled":
             from src.models.compiled import CompiledLoop
 
@@ -199,6 +200,7 @@ class KerasMLP(Estimator):
                 seed=int(np.random.randint(2**31)),  # from the run's seed (seed_everything)
                 jit_compile=self.resolved_jit_compile(len(x), batch_size),
             )
+            self._compiled_loop = loop
             history = loop.fit(
                 x,
                 targets,
@@ -276,13 +278,23 @@ class KerasMLP(Estimator):
         return self._predicted(self.serving_output(x))
 
     def evaluate_loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        return self._loss_of(self.serving_output(x), y)
+        return self._scored(x, y)[1]
 
     def split_metrics(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        # One call of the model for both: an eager call of a small model costs far
-        # more than its arithmetic.
+        output, loss = self._scored(x, y)
+        return {**prediction_metrics(self.task_, y, self._predicted(output)), "loss": loss}
+
+    def _scored(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """The outputs for ``x`` and the loss against ``y``, from one call of the
+        model: an eager call of a small model costs far more than its arithmetic,
+        so right after a compiled training a traced one scores it."""
+        targets = self._targets(y)
+        loop = getattr(self, "_compiled_loop", None)
+        scored = loop.scores(x, targets) if loop is not None else None
+        if scored is not None:
+            return scored
         output = self.serving_output(x)
-        return {**prediction_metrics(self.task_, y, self._predicted(output)), "loss": self._loss_of(output, y)}
+        return output, self._loss_of(output, targets)
 
     def _predicted(self, output: np.ndarray) -> np.ndarray:
         if self.task_ == "regression":
@@ -291,10 +303,10 @@ class KerasMLP(Estimator):
             return (output.ravel() >= 0.5).astype(np.int64)
         return output.argmax(axis=1)
 
-    def _loss_of(self, output: np.ndarray, y: np.ndarray) -> float:
+    def _loss_of(self, output: np.ndarray, targets: np.ndarray) -> float:
         # As `evaluate` computes it (compiled loss plus regularization), without
         # tracing a test function for every new model.
-        loss = self._fitted().compute_loss(y=self._targets(y), y_pred=output, training=False)
+        loss = self._fitted().compute_loss(y=targets, y_pred=output, training=False)
         return float(keras.ops.convert_to_numpy(loss))
 
     @property
