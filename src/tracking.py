@@ -718,9 +718,9 @@ class EpochMetricLogger(EpochListener):
 
     A batch goes to a background writer every ``flush_every`` epochs or
     ``flush_seconds`` seconds, so training does not wait for the store; after
-    training, :meth:`send` hands over the rest (to be written while the model is
-    evaluated) and :meth:`flush` waits until every batch is stored (call it before
-    the run ends, also when it ends early).
+    training, :meth:`flush` writes the rest, with the run's final metrics, and
+    waits until every batch is stored (call it before the run ends, also when it
+    ends early).
 
     The writer is a one-thread executor of our own rather than MLflow's
     ``synchronous=False``: MLflow shuts its async queue down when a run ends,
@@ -749,13 +749,20 @@ class EpochMetricLogger(EpochListener):
             self.send()
 
     def on_train_end(self) -> None:
-        # Nothing here: the last batch is sent by the run once training has returned
-        # (see send), so that the store's work (Python, holding the GIL) does not
-        # slow the end of training.
+        # Nothing here: the last batch is written by the run once the model is scored
+        # (see flush), with the final metrics.
         pass
 
-    def flush(self) -> None:
-        """Sends what is buffered and waits until everything sent is stored."""
+    def flush(self, final: Mapping[str, float] | None = None, step: int = 0) -> None:
+        """Sends what is buffered and waits until everything sent is stored.
+
+        Args:
+            final: The run's final metrics, logged at ``step`` in the same write
+                as the last epochs' (one store transaction fewer per run).
+        """
+        if final:
+            timestamp = int(time.time() * 1000)
+            self._buffer.extend(Metric(k, float(v), timestamp, step) for k, v in final.items())
         self.send()
         pending, self._pending = self._pending, []
         for future in pending:

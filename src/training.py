@@ -348,15 +348,17 @@ def _train_and_log(
                 shown.close()
         fit_seconds = time.perf_counter() - started
         _report_fit_warnings(name, estimator, tracked)
-        epoch_logger.send()  # the last per-epoch metrics are written while the model is evaluated
         metrics = {**evaluate(estimator, dataset), "fit_seconds": fit_seconds}
     finally:
-        # The run must not end before they are stored. If the store failed, the
-        # error carries the metrics, which a sweep trial keeps as its result.
+        # The run must not end before the per-epoch metrics are stored: with the
+        # final metrics in one write, or alone if training or scoring failed. If the
+        # store failed, the error carries the metrics, which a sweep trial keeps.
         with store_errors(metrics):
-            epoch_logger.flush()
+            if metrics is None:
+                epoch_logger.flush()
+            else:
+                epoch_logger.flush(final=metrics, step=(estimator.history_epochs() or [0])[-1])
     with store_errors(metrics):
-        tracked.log_metrics(metrics, step=(estimator.history_epochs() or [0])[-1])
         if plots_enabled(plain):
             from src.plots import model_figures
 
