@@ -10,8 +10,12 @@ model, evaluating, tracking), and the tracking store's writes and reads.
 Sweeps through ``src.sweep`` add process start-up, the study's set-up and the summary
 around these trials; ``bench/sweep_throughput.py`` measures the whole command.
 
+Two of them started at once with the same ``--store`` (and ``--journal``) share
+one MLflow store (and one study) as a sweep's two workers do; with none, each has
+its own, which tells what the sharing costs.
+
     python bench/trial_overhead.py [--sweep bench/hparams_search/xor_20_trials.yaml]
-        [--trials 30] [--warm-up 5]
+        [--trials 30] [--warm-up 5] [--store DIR] [--journal FILE]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import os
 import statistics
 import sys
 import tempfile
@@ -47,6 +52,8 @@ def main() -> None:
     parser.add_argument("--sweep", type=Path, default=ROOT / "bench" / "hparams_search" / "xor_20_trials.yaml")
     parser.add_argument("--trials", type=int, default=30, help="measured trials")
     parser.add_argument("--warm-up", type=int, default=5, help="trials run first and not measured")
+    parser.add_argument("--store", type=Path, help="folder of the MLflow store (default: a fresh temporary one)")
+    parser.add_argument("--journal", type=Path, help="the study's journal file (default: one in the store's folder)")
     args = parser.parse_args()
 
     from src.models.backend import import_tensorflow
@@ -80,12 +87,18 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = load_spec(args.sweep, n_trials=args.trials + args.warm_up)
     with tempfile.TemporaryDirectory(prefix="mlplab-trial-bench-") as tmp, Composer() as composer:
-        experiment = tracking.open_experiment("trial_overhead", {"uri": f"sqlite:///{tmp}/mlflow.db"})
+        folder = args.store or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        journal = args.journal or folder / f"study-{os.getpid()}.log"
+        experiment = tracking.open_experiment("trial_overhead", {"uri": f"sqlite:///{folder}/mlflow.db"})
         client = MlflowClient()
         # As a worker holds it: the sweep's run, not active in this process.
         sweep_run_id = client.create_run(experiment, run_name="sweep-trial_overhead").info.run_id
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(f"{tmp}/study.log"))
-        study = optuna.create_study(storage=storage, directions=spec.directions, sampler=make_sampler(spec))
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+        study = optuna.create_study(
+            storage=storage, study_name="trial_overhead", load_if_exists=True,
+            directions=spec.directions, sampler=make_sampler(spec),
+        )
         objective = TrialObjective(spec, sweep_run_id, composer)
         walls: list[float] = []
 

@@ -77,3 +77,46 @@ def test_every_model_keeps_the_estimator_contract(estimator):
     fitted_attributes = {name for name in vars(estimator) if name.endswith("_")}
     assert fitted_attributes and not fitted_attributes & set(params)
     assert not {name for name in vars(clone(estimator)) if name.endswith("_")}  # a clone is unfitted
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optimizer=adagrad", "init=he_normal", "regularizer=l2", "dropout=light"],  # Adagrad starts at 0.1, not 0
+    ["optimizer=sgd_nesterov", "model.normalize=true", "trainer.batch_size=16"],
+])
+def test_a_disposable_model_is_reused_and_trains_as_a_fresh_build_does(overrides):
+    import random
+
+    from src.models.base import disposable_models
+    from src.training import build_models
+
+    def trained(learning_rate, disposable):
+        plain = validate(compose(["+experiment=iris", "trainer.epochs=30", *overrides,
+                                  f"optimizer.learning_rate={learning_rate}"]))
+        dataset = load_dataset(plain["data"])
+        seed_everything(plain["seed"])
+        estimator = build_models(plain, only=["keras_mlp"])["keras_mlp"].estimator
+        if disposable:
+            with disposable_models():
+                estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec,
+                              validation_data=dataset.validation_data)
+        else:
+            estimator.fit(dataset.x_train, dataset.y_train, spec=dataset.spec,
+                          validation_data=dataset.validation_data)
+        estimator.metrics_ = evaluate(estimator, dataset)
+        estimator.random_state_ = (random.getstate(), np.random.get_state()[1].tolist())
+        return estimator
+
+    kept = trained(0.05, disposable=True)
+    reused = trained(0.01, disposable=True)  # another learning rate: the same recipe
+    fresh = trained(0.01, disposable=False)
+    assert reused.model_ is kept.model_
+    assert fresh.model_ is not reused.model_  # outside disposable_models, every fit builds its own
+    assert reused.history_ == fresh.history_
+    assert {k: v for k, v in reused.metrics_.items() if k != "fit_seconds"} == {
+        k: v for k, v in fresh.metrics_.items() if k != "fit_seconds"}
+    for a, b in zip(fresh.model_.get_weights(), reused.model_.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fresh.model_.optimizer.variables, reused.model_.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    assert float(reused.model_.optimizer.learning_rate) == pytest.approx(0.01)
+    assert reused.random_state_ == fresh.random_state_  # the same draws, so later draws agree too

@@ -9,7 +9,8 @@ learns ends in ``_``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,29 @@ epochs and calls the listeners after each chunk, so anything that acts on a
 listener's word (early stopping, a pruner) acts within a tenth of the epochs. A
 sweep's pruner is asked at these points only: asking in between would judge epochs
 that have already run, and each report is a write to the study's storage."""
+
+
+_disposable = False
+
+
+@contextlib.contextmanager
+def disposable_models() -> Iterator[None]:
+    """Declares that every model fitted inside is dropped before the next one is
+    fitted inside, as a sweep worker's trials are: an estimator may then train
+    the native model of its last fit of the same structure again, re-initialized,
+    instead of building one (see :class:`~src.models.keras_mlp.KerasMLP`). A
+    model fitted inside must not be used once the next one is fitted."""
+    global _disposable
+    before, _disposable = _disposable, True
+    try:
+        yield
+    finally:
+        _disposable = before
+
+
+def models_are_disposable() -> bool:
+    """Whether the caller is inside :func:`disposable_models`."""
+    return _disposable
 
 
 class Estimator(BaseEstimator, abc.ABC):

@@ -13,7 +13,7 @@ from src import tracking
 from src.config import Composer, validate
 from src.errors import MlplabError, first_line
 from src.listeners import EpochListener
-from src.models.base import CHECKPOINTS_PER_TRAINING
+from src.models.base import CHECKPOINTS_PER_TRAINING, disposable_models
 from src.sweeps.definition import SweepSpec
 from src.sweeps.storage import retry_callback
 from src.sweeps.study import FAILED_FOR_GOOD, suggest
@@ -120,7 +120,9 @@ class TrialObjective:
             trial.set_user_attr(RUN_ID_ATTR, tracked.run_id)
             sampled = {f"sampled.{k}": v for k, v in values.items()}
             try:
-                metrics = run(cfg, into=tracked, listeners=[reporter], params=sampled).metrics[main_model_name(plain)]
+                with disposable_models():  # a trial's model is dropped when it ends
+                    result = run(cfg, into=tracked, listeners=[reporter], params=sampled)
+                metrics = result.metrics[main_model_name(plain)]
             except optuna.TrialPruned:
                 trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
                 tracked.set_tags({STATE_TAG: "PRUNED", "pruned_at_epoch": reporter.epoch})
