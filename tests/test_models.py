@@ -82,6 +82,7 @@ def test_every_model_keeps_the_estimator_contract(estimator):
 @pytest.mark.parametrize("overrides", [
     ["optimizer=adagrad", "init=he_normal", "regularizer=l2", "dropout=light"],  # Adagrad starts at 0.1, not 0
     ["optimizer=sgd_nesterov", "model.normalize=true", "trainer.batch_size=16"],
+    ["trainer.engine=fit", "dropout=light"],  # Keras's own fit on the reused network
 ])
 def test_a_disposable_model_is_reused_and_trains_as_a_fresh_build_does(overrides):
     import random

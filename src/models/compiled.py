@@ -207,7 +207,7 @@ class CompiledLoop:
             for i in range(count):
                 # Python floats in sorted order, as CallbackList.on_epoch_end would
                 # hand them on: called directly, the callbacks skip its conversion
-                # of every value (a tensor check costing ~15 us, 40% of a callback
+                # of every value (a tensor check costing ~15 us, most of a callback
                 # round on XOR).
                 epoch_logs = {k: logs[k][i] for k in ordered}
                 for k, value in epoch_logs.items():

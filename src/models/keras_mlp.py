@@ -135,7 +135,7 @@ class KerasMLP(Estimator):
         kept = _kept_models.get(recipe) if recipe is not None else None
         if kept is not None:
             _kept_models.move_to_end(recipe)
-            kept.reset(layers, optimizer)
+            kept.reset(layers, optimizer.get_config()["learning_rate"])
             return kept.model
         model = keras.Sequential(layers, name="mlp")
         model.compile(optimizer=optimizer, loss=self.loss_, metrics=[self._metric()])
@@ -165,8 +165,12 @@ class KerasMLP(Estimator):
         return layers
 
     def _recipe(self, x: np.ndarray, optimizer: keras.optimizers.Optimizer) -> str | None:
-        """Everything the built network depends on but its initial state and its
-        learning rate, or None if a setting has no config to compare by."""
+        """Everything the built network depends on but its initial state and a
+        constant learning rate, or None if a setting has no config to compare by."""
+        optimizer_config = optimizer.get_config()
+        del optimizer_config["name"]
+        if isinstance(optimizer_config["learning_rate"], (int, float)):
+            del optimizer_config["learning_rate"]  # a variable, set by _KeptModel.reset
         try:
             return json.dumps(
                 {
@@ -174,9 +178,7 @@ class KerasMLP(Estimator):
                     "layers": [list(self.hidden_units), self.activation, self.output_activation_,
                                self.dropout_rate, self.normalize],
                     "loss": self.loss_,
-                    "optimizer": [type(optimizer).__qualname__, {
-                        k: v for k, v in optimizer.get_config().items() if k not in ("name", "learning_rate")
-                    }],
+                    "optimizer": [type(optimizer).__qualname__, optimizer_config],
                     "kernel_initializer": _described(self.kernel_initializer),
                     "kernel_regularizer": _described(self.kernel_regularizer),
                 },
@@ -404,9 +406,10 @@ class _KeptModel:
         model.optimizer.build(model.trainable_variables)
         return cls(model, [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
 
-    def reset(self, layers: Sequence[Any], optimizer: keras.optimizers.Optimizer) -> None:
+    def reset(self, layers: Sequence[Any], learning_rate: Any) -> None:
         """Gives the network the state of one built from ``layers`` (as
-        :meth:`KerasMLP._layers` made them) and compiled with ``optimizer``."""
+        :meth:`KerasMLP._layers` made them) and compiled with an optimizer of
+        the recipe's config and ``learning_rate`` (as its config gives it)."""
         made = [layer for layer in layers if isinstance(layer, keras.layers.Layer)]  # not the keras.Input
         for new, kept in zip(made, self.model.layers, strict=True):
             if isinstance(new, keras.layers.Dense):
@@ -423,7 +426,8 @@ class _KeptModel:
                 raise TypeError(f"no state to reset for a {type(new).__name__} layer")
         for variable, start in zip(self.model.optimizer.variables, self.optimizer_start, strict=True):
             variable.assign(start)
-        self.model.optimizer.learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        if isinstance(learning_rate, (int, float)):  # else a schedule, of the same config (the recipe's)
+            self.model.optimizer.learning_rate = learning_rate
 
 
 _kept_models: OrderedDict[str, _KeptModel] = OrderedDict()
