@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from src.sweeps.definition import SweepSpec
     from src.sweeps.summary import SweepSummary
     from src.sweeps.trial_runs import Reconciled
+    from src.sweeps.workers import Worker
 
 log = logging.getLogger("mlplab")
 
@@ -92,41 +93,79 @@ def parse_args(argv: Sequence[str]) -> SweepOptions:
 
 def sweep(options: SweepOptions) -> SweepSummary:
     """Runs the sweep file's sweep to its end and returns its summary."""
-    from src.sweeps.spec import load_spec
-
-    spec = load_spec(
-        options.spec_path,
-        options.overrides,
-        n_trials=options.n_trials,
-        timeout=options.timeout,
-        study_name=options.study_name,
-        storage=options.storage,
-        workers=options.workers,
-    )
-    return run_sweep(spec, verbose=options.verbose)
-
-
-def run_sweep(spec: SweepSpec, verbose: bool = False) -> SweepSummary:
-    """Runs (or resumes) a checked sweep to its end and returns its summary: the
-    engine behind ``python -m src.sweep`` and the Hydra sweeper plugin alike."""
-    from src.config import compose, validate
-
-    base_cfg = compose(spec.base_overrides())
-    plain = validate(base_cfg)
-
     from src.sweeps.workers import start_workers, stop_workers
 
-    # Workers start first: their TensorFlow import (several seconds) overlaps the
-    # parent's set-up and baselines (MLflow's import among them: nothing before this
-    # line may import it). Until they get a job they can simply be stopped.
+    # A lone worker starts before the sweep file is checked (Hydra's import and the
+    # composing, about 0.6 s), and imports all but TensorFlow meanwhile: its imports
+    # are the longest step before the first trial. Several come from a fork server
+    # that imports everything as it starts, once the file is found good.
+    early = start_workers(1) if _workers_asked(options) == 1 else None
+    try:
+        from src.sweeps.spec import load_spec
+
+        spec = load_spec(
+            options.spec_path,
+            options.overrides,
+            n_trials=options.n_trials,
+            timeout=options.timeout,
+            study_name=options.study_name,
+            storage=options.storage,
+            workers=options.workers,
+        )
+    except BaseException:
+        stop_workers(early or [])
+        raise
+    return run_sweep(spec, verbose=options.verbose, workers=early)
+
+
+def _workers_asked(options: SweepOptions) -> int | None:
+    """The number of workers the sweep asks for, read without Hydra: the command
+    line's ``workers``, else the file's ``hydra.sweeper.workers`` or ``n_jobs``, else
+    1 (as :func:`~src.sweeps.spec.load_spec` reads it); None where the file cannot
+    be read so (``load_spec`` says why)."""
+    if options.workers is not None:
+        return options.workers
+    import yaml
+
+    try:
+        with open(options.spec_path, encoding="utf-8") as file:
+            sweeper = yaml.safe_load(file)["hydra"]["sweeper"]
+        return sweeper.get("workers") or sweeper.get("n_jobs") or 1
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def run_sweep(spec: SweepSpec, verbose: bool = False, workers: list[Worker] | None = None) -> SweepSummary:
+    """Runs (or resumes) a checked sweep to its end and returns its summary: the
+    engine behind ``python -m src.sweep`` and the Hydra sweeper plugin alike.
+
+    ``workers``: the sweep's workers if the caller started them, not yet released
+    (:func:`~src.sweeps.workers.start_workers`, as many as ``spec.workers``).
+    """
+    from src.config import compose, validate
+    from src.sweeps.workers import start_workers, stop_workers
+
+    if workers is not None and len(workers) != spec.workers:
+        stop_workers(workers)
+        workers = None
+    try:
+        base_cfg = compose(spec.base_overrides())
+        plain = validate(base_cfg)
+    except BaseException:
+        stop_workers(workers or [])
+        raise
     # Each command's workers log to files of their own: several commands may share
     # a machine and a study.
-    log_dir = None if verbose else spec.output_dir / "logs"
     command = f"{socket.gethostname()}-{os.getpid()}"
-    workers = start_workers(
-        spec.workers,
-        [None if log_dir is None else log_dir / f"{command}-worker-{i}.log" for i in range(spec.workers)],
-    )
+    log_paths = [None if verbose else spec.output_dir / "logs" / f"{command}-worker-{i}.log" for i in range(spec.workers)]
+    if workers is None:
+        # Workers start first: their TensorFlow import (several seconds) overlaps the
+        # parent's set-up and baselines (MLflow's import among them: nothing before
+        # this line may import it). Until they get a job they can simply be stopped.
+        workers = start_workers(spec.workers, log_paths)
+    else:
+        for worker, log_path in zip(workers, log_paths, strict=True):
+            worker.release(log_path)
     try:
         return _run(_open(spec, base_cfg, plain), workers)
     except BaseException:

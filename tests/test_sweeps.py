@@ -103,22 +103,26 @@ def test_bad_sweep_file_on_the_command_line_runs_no_trial(tmp_path):
     assert result.stderr_lines == ["mlplab: error: bad value workers=0: expected an integer >= 1"]
 
 
-def test_workers_start_before_the_command_imports_mlflow_or_tensorflow(tmp_path):
-    # A worker's TensorFlow import is the longest step before the first trial: it
-    # overlaps the parent's MLflow import, its set-up and its baselines only if the
-    # workers start before those (about 1.5 s earlier than after MLflow's import).
+@pytest.mark.parametrize(("asked", "expected"), [(None, "1 False"), ("workers=2", "2 True")])
+def test_workers_start_before_the_command_imports_mlflow_or_tensorflow(tmp_path, asked, expected):
+    # A worker's imports are the longest step before the first trial: they overlap
+    # the parent's MLflow import, its set-up and its baselines only if the workers
+    # start before those (about 1.5 s earlier than after MLflow's import). A lone
+    # worker starts before the sweep file is checked (Hydra's import and the
+    # composing, 0.6 s); several, from a fork server that imports TensorFlow at
+    # once, after it, so that a bad file leaves nothing in the folder.
     code = (
         "import sys\nimport src.sweeps.workers as workers\n"
-        "def start(count, log_paths):\n"
-        "    print(count, 'mlflow' in sys.modules, 'tensorflow' in sys.modules)\n"
+        "def start(count, log_paths=None):\n"
+        "    print(count, *(name in sys.modules for name in ('hydra', 'mlflow', 'tensorflow')))\n"
         "    raise SystemExit(0)\n"
         "workers.start_workers = start\n"
         "from src.sweep import main\n"
-        f"main([{str(SWEEPS / 'xor_lr_activation.yaml')!r}, 'workers=2'])"
+        f"main({[str(SWEEPS / 'xor_lr_activation.yaml'), *([asked] if asked else [])]!r})"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=command_env(),
                             capture_output=True, text=True, timeout=120)
-    assert result.stdout.split() == ["2", "False", "False"], result.stderr
+    assert result.stdout.split() == [*expected.split(), "False", "False"], result.stderr
 
 
 # ---------------------------------------------------------------- end to end
@@ -270,7 +274,7 @@ def test_workers_are_spawned_where_the_fork_server_cannot_listen(tmp_path):
     deep.mkdir()
     code = (
         "from src.sweeps.workers import start_workers, stop_workers\n"
-        "workers = start_workers(2, [None, None])\n"
+        "workers = start_workers(2)\n"
         "print(*(f'{type(w.process).__name__}:{w.started}' for w in workers))\n"
         "stop_workers(workers)\n"
     )

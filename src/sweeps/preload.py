@@ -32,7 +32,3 @@ if sys.platform == "linux":
 from src.sweeps.workers import import_for_trials  # noqa: E402
 
 import_for_trials()
-
-# A spawned worker imports MLflow's SQL store when its store is one (tracking.connect,
-# about 1 s); forked workers share one import of it.
-import mlflow.store.tracking.sqlalchemy_store  # noqa: E402, F401

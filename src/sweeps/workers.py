@@ -3,8 +3,9 @@
 Workers are started first thing: they import TensorFlow (several seconds) while
 the parent opens the study and the MLflow run and trains the baselines, then each
 receives its :class:`WorkerJob` through a pipe. One worker is spawned and imports
-for itself; several are forked from one server process that imports for all of
-them (:func:`start_workers`). A worker keeps its Hydra composer and loaded code
+for itself (the command starts it before it checks the sweep file; it imports
+TensorFlow once released, see :class:`Worker`); several are forked from one server
+process that imports for all of them (:func:`start_workers`). A worker keeps its Hydra composer and loaded code
 for the whole sweep, and runs trials until the study holds ``n_trials``.
 TensorFlow's threads are split between the workers so they do not fight over the
 cores.
@@ -28,12 +29,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import ModuleType
-
-import optuna
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING
 
 from src.errors import ConfigError, MlplabError, between_statements, clean_up_at_exit, exit_now, first_line, report
 from src.sweeps.definition import SweepSpec
+
+if TYPE_CHECKING:  # Optuna is imported where it is used: a command starts its worker before (0.2 s)
+    import optuna
 
 log = logging.getLogger("mlplab")
 
@@ -63,12 +65,19 @@ class WorkerStopped:
 class Worker:
     """A worker process and the parent's end of the pipe its job goes through (and
     its :class:`WorkerStopped`, if it stops on an error). A forked worker's process
-    starts when it is sent its job; until then ``child_end`` holds the pipe's other end."""
+    starts when it is sent its job; until then ``child_end`` holds the pipe's other end.
+
+    A spawned worker imports what a trial needs but TensorFlow, then waits to be
+    released (:meth:`release`, once the sweep is checked) with the file its output
+    goes to, and imports TensorFlow, whose start-up lines go to ``mlruns/logs``: a
+    sweep file found bad leaves no trace in the folder.
+    """
 
     process: multiprocessing.process.BaseProcess
     connection: Connection
-    log_path: Path | None
     child_end: Connection | None = None
+    log_path: Path | None = None
+    released: bool = False
     has_job: bool = False
     stopped: WorkerStopped | None = None
 
@@ -82,6 +91,15 @@ class Worker:
         assert self.child_end is not None
         self.child_end.close()
         self.child_end = None
+        if self.released:
+            self.connection.send(self.log_path)
+
+    def release(self, log_path: Path | None) -> None:
+        """Lets the worker go on to import TensorFlow and wait for its job, its
+        output going to ``log_path`` (None: the command's terminal)."""
+        self.log_path, self.released = log_path, True
+        if self.started:
+            self.connection.send(log_path)
 
     def receive_stop(self) -> WorkerStopped | None:
         """The worker's stop message, once it has exited (None if it sent none)."""
@@ -102,6 +120,8 @@ def open_study(spec: SweepSpec, epochs: int, *, worker: int = 0, create: bool = 
     machines) starting one sweep at once, exactly one creates the study: storages
     refuse a second study of the same name. That one opens the sweep's MLflow run.
     """
+    import optuna
+
     from src.sweeps.storage import open_storage
     from src.sweeps.study import make_pruner, make_sampler
     from src.sweeps.trial_runs import on_stale_trial, worker_id
@@ -148,28 +168,44 @@ def _ctrl_c_once(signum: int, frame: object) -> None:
 
 
 def import_for_trials() -> ModuleType:
-    """Imports what a worker needs before its job arrives (TensorFlow and Keras,
-    and the trial's code: MLflow, Optuna, Hydra) and returns ``tensorflow``.
-    TensorFlow's runtime is not started: its thread counts can still be set."""
+    """Imports what a worker needs before its job arrives (:func:`import_libraries`,
+    then TensorFlow and Keras) and returns ``tensorflow``. TensorFlow's runtime is
+    not started: its thread counts can still be set."""
     from src.models.backend import import_tensorflow
 
-    tf = import_tensorflow()
+    import_libraries()
+    return import_tensorflow()
+
+
+def import_libraries() -> None:
+    """Imports the trial's code and the libraries it uses but TensorFlow and Keras
+    (MLflow and its SQL store, Optuna, Hydra, scikit-learn): about 2 s, and none of
+    it writes a file."""
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (tracking.connect's, for a SQLite store)
+
     import src.sweeps.trial  # noqa: F401
 
-    return tf
 
-
-def worker_main(connection: Connection, threads: int, log_path: Path | None) -> None:
-    """Entry point of a worker process: import, then wait for the job and run it."""
+def worker_main(connection: Connection, threads: int) -> None:
+    """Entry point of a worker process: import, wait to be released (see
+    :class:`Worker`), import TensorFlow, then wait for the job and run it."""
     signal.signal(signal.SIGINT, between_statements(_ctrl_c_once))
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        sink = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(sink, 1)
-        os.dup2(sink, 2)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    log_path = None
     try:
-        tf = import_for_trials()  # a no-op in a worker forked from the fork server
+        import_libraries()  # no-ops in a worker forked from the fork server
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            log_path = connection.recv()
+        except EOFError:  # the parent gave up before releasing it
+            return
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            sink = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(sink, 1)
+            os.dup2(sink, 2)
+        tf = import_for_trials()  # TensorFlow's import, or a no-op when forked
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
@@ -215,9 +251,11 @@ def _optimize(job: WorkerJob) -> None:
 PRELOAD_MODULE = "src.sweeps.preload"
 
 
-def start_workers(count: int, log_paths: list[Path | None]) -> list[Worker]:
+def start_workers(count: int, log_paths: list[Path | None] | None = None) -> list[Worker]:
     """Starts ``count`` worker processes, which import TensorFlow and then wait for
-    :func:`send_jobs`; the caller goes on meanwhile.
+    :func:`send_jobs`; the caller goes on meanwhile. With ``log_paths`` (their output's
+    files, None for the terminal) they are released at once; without, the caller
+    releases them (:meth:`Worker.release`).
 
     One worker is spawned at once and imports for itself. Several are forked from
     multiprocessing's fork server, which starts here and imports what they need
@@ -235,12 +273,14 @@ def start_workers(count: int, log_paths: list[Path | None]) -> list[Worker]:
     context = here or server or multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // count)
     workers = []
-    for index, log_path in zip(range(count), log_paths, strict=True):
+    for index in range(count):
         parent_end, child_end = context.Pipe()
-        process = context.Process(target=worker_main, args=(child_end, threads, log_path), name=f"worker-{index}")
-        workers.append(Worker(process, parent_end, log_path, child_end))
+        process = context.Process(target=worker_main, args=(child_end, threads), name=f"worker-{index}")
+        workers.append(Worker(process, parent_end, child_end))
         if server is None:
             workers[-1].start()
+        if log_paths is not None:
+            workers[-1].release(log_paths[index])
     return workers
 
 
@@ -355,6 +395,8 @@ def fail_trials_of(
 
     Returns the numbers of the trials it failed.
     """
+    from optuna.trial import TrialState
+
     from src.sweeps.storage import retry_callback
     from src.sweeps.trial_runs import WORKER_ATTR, close_trial_run, worker_id
 
@@ -381,6 +423,8 @@ def recover_orphans(study: optuna.Study, by_heartbeat: bool = False) -> list[int
     """Fails and re-queues running trials whose worker on this host is gone
     (killed with SIGKILL in an earlier run of the sweep); none when ``by_heartbeat``
     (an RDB study, whose dead trials Optuna's heartbeat recovers)."""
+    from optuna.trial import TrialState
+
     from src.sweeps.trial_runs import worker_of
 
     if by_heartbeat:
