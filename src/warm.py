@@ -14,13 +14,14 @@ command runs on its own, as before.
 
 A warm process serves one checkout: a command finds it by a socket named after
 the checkout's folder. It turns a job away (and the command runs on its own,
-saying why) when the checkout's code has changed since it imported it (it then
-restarts itself once its running jobs end), when the command comes from another
-checkout, or when the command's environment sets a variable that the libraries
-read at import (:data:`IMPORT_TIME_ENV`) differently.
+saying why) when the checkout's code or the installed libraries have changed since
+it imported them (it then restarts itself once its running jobs end), when the
+command comes from another checkout or runs another Python environment, or when the
+command's environment sets a variable that the libraries read at import
+(:data:`IMPORT_TIME_ENV`) differently.
 
 The protocol, one Unix-socket connection per command: the command sends one JSON
-line (module, argv, folder, environment, checkout, code fingerprint) with its file
+line (module, argv, folder, environment, checkout, code and libraries fingerprints) with its file
 descriptors 0-2 attached; the warm process answers ``started PID`` or
 ``refused REASON``, then ``exit CODE`` once the job has ended.
 """
@@ -135,6 +136,17 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def libraries_fingerprint() -> dict[str, Any]:
+    """Which Python environment runs (``sys.prefix``), and when its site-packages
+    folders last changed: installing, upgrading or removing a package adds or removes
+    its entries there (its ``.dist-info`` folder has the version in its name)."""
+    import site
+
+    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    changed = [f"{folder}:{os.stat(folder).st_mtime_ns}" for folder in folders if os.path.isdir(folder)]
+    return {"python": sys.prefix, "site_packages": changed}
+
+
 def hand_off(module: str) -> None:
     """Runs this command (``python -m module`` with ``sys.argv``) in the warm
     process and exits with its exit code; returns at once when no warm process
@@ -153,7 +165,7 @@ def hand_off(module: str) -> None:
     try:
         request = {
             "module": module, "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ),
-            "checkout": str(ROOT), "code": code_fingerprint(),
+            "checkout": str(ROOT), "code": code_fingerprint(), "libraries": libraries_fingerprint(),
         }
     except OSError:  # a folder deleted under the command: it fails on its own, as it would
         connection.close()
@@ -224,15 +236,17 @@ class WarmProcess:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.code = code_fingerprint()
+        self.libraries = libraries_fingerprint()
         self.import_env = {name: os.environ.get(name) for name in IMPORT_TIME_ENV}
         self.jobs: dict[int, tuple[socket.socket, str, float]] = {}
-        self.stale = False
+        self.stale: str | None = None
+        """What changed since it imported (its code, the installed libraries): it restarts."""
         self.wake_write = -1
         self.listener = _listen(path)
 
     def serve(self) -> None:
         """Serves until Ctrl-C (then the running jobs are waited for, and a second
-        Ctrl-C interrupts them) or until the code is stale and no job runs."""
+        Ctrl-C interrupts them) or until what it imported is stale and no job runs."""
         import selectors
 
         # SIGCHLD (a job ended) and Ctrl-C wake the loop through this pipe.
@@ -258,7 +272,7 @@ class WarmProcess:
             self._finish_jobs(selector)
             raise
         self._close_listener(selector)
-        _say("mlplab: warm process: the code changed; restarting")
+        _say(f"mlplab: warm process: {self.stale} changed; restarting")
         os.execv(sys.executable, [sys.executable, "-m", "src.warm", *sys.argv[1:]])
 
     def _accept(self, selector: Any) -> None:
@@ -308,11 +322,18 @@ class WarmProcess:
     def _refusal(self, request: dict[str, Any], fds: list[int]) -> str:
         if request.get("checkout") != str(ROOT):
             return f"it serves the checkout {ROOT}, not {request.get('checkout')}"
-        if self.stale or request.get("code") != self.code:
-            if not self.stale:
-                _say("mlplab: warm process: the checkout's code changed; restarting once the running jobs end")
-            self.stale = True
-            return "its code changed since it started; it restarts itself"
+        libraries = request.get("libraries") or {}
+        if libraries.get("python") != self.libraries["python"]:
+            return f"it runs the Python environment {self.libraries['python']}, not {libraries.get('python')}"
+        if self.stale is None:
+            if request.get("code") != self.code:
+                self.stale = "its code"
+            elif libraries != self.libraries:
+                self.stale = "the installed libraries"
+            if self.stale is not None:
+                _say(f"mlplab: warm process: {self.stale} changed; restarting once the running jobs end")
+        if self.stale is not None:
+            return f"{self.stale} changed since it started; it restarts itself"
         if len(fds) != 3 or request.get("module") not in SERVED_MODULES:
             return "not a command it runs"
         env = request.get("env", {})

@@ -183,6 +183,61 @@ def test_a_warm_process_turns_away_changed_code_and_restarts(tmp_path):
     assert not (tmp_path / "w.sock").exists()  # it took its socket with it
 
 
+def test_a_warm_process_turns_away_changed_libraries_and_restarts(tmp_path):
+    # A Python environment of its own, whose site-packages the test changes as
+    # `pip install -U` would; it reaches this environment's libraries through a .pth file.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    site_packages = Path(subprocess.check_output(
+        [python, "-c", "import site; print(site.getsitepackages()[0])"], text=True).strip())
+    ours = subprocess.check_output([sys.executable, "-c", "import site; print(*site.getsitepackages(), sep='\\n')"],
+                                   text=True).split()
+    (site_packages / "libraries_of_the_tests.pth").write_text(
+        "".join(f"import site; site.addsitedir({folder!r})\n" for folder in ours))
+    env = command_env(MLPLAB_WARM=str(tmp_path / "w.sock"))
+    log = tmp_path / "warm.log"
+    with open(log, "w") as out:
+        warm = subprocess.Popen([python, "-m", "src.warm"], cwd=tmp_path, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def command(python: str = python) -> subprocess.CompletedProcess:
+        return subprocess.run([python, "-m", "src.train", "+experiment=xor", "trainer.epochs=-1"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        wait_until_ready(warm, log)
+        served = command()
+        assert served.returncode == 2
+        assert len(served.stderr.splitlines()) == 1 and "trainer.epochs" in served.stderr
+        assert log.read_text().count("started: src.train") == 1
+
+        # Another Python environment (this one) is turned away; the warm process stays.
+        other = command(sys.executable)
+        assert other.stderr.splitlines() == [
+            f"mlplab: the warm process did not take this job (it runs the Python environment {venv}, "
+            f"not {sys.prefix}); it runs on its own",
+            served.stderr.strip(),
+        ]
+
+        (site_packages / "somelib-2.0.dist-info").mkdir()  # a package installed
+        changed = command()
+        assert changed.returncode == 2
+        assert changed.stderr.splitlines() == [
+            "mlplab: the warm process did not take this job (the installed libraries changed since it "
+            "started; it restarts itself); it runs on its own",
+            served.stderr.strip(),
+        ]
+        wait_until_ready(warm, log, readies=2)  # restarted, with the libraries as they are now
+        again = command()
+        assert again.stderr == served.stderr
+        assert log.read_text().count("started: src.train") == 2
+        assert "the installed libraries changed; restarting" in log.read_text()
+    finally:
+        warm.terminate()
+        assert warm.wait(60) == 0
+
+
 def test_a_second_warm_process_on_the_same_socket_says_so(warm_log, warm_process, tmp_path):
     result = run_cli("src.warm", "--socket", str(warm_process.path), cwd=tmp_path, timeout=60)
     assert result.returncode == 2
