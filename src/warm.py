@@ -21,8 +21,8 @@ command's environment sets a variable that the libraries read at import
 (:data:`IMPORT_TIME_ENV`) differently.
 
 The protocol, one Unix-socket connection per command: the command sends one JSON
-line (module, argv, folder, environment, checkout, code and libraries fingerprints) with its file
-descriptors 0-2 attached; the warm process answers ``started PID`` or
+line (module, argv, folder, environment, checkout, code and libraries fingerprints)
+with its file descriptors 0-2 attached; the warm process answers ``started PID`` or
 ``refused REASON``, then ``exit CODE`` once the job has ended.
 """
 

@@ -5,8 +5,9 @@ the parent opens the study and the MLflow run and trains the baselines, then eac
 receives its :class:`WorkerJob` through a pipe. One worker is spawned and imports
 for itself (the command starts it before it checks the sweep file; it imports
 TensorFlow once released, see :class:`Worker`); several are forked from one server
-process that imports for all of them (:func:`start_workers`). A worker keeps its Hydra composer and loaded code
-for the whole sweep, and runs trials until the study holds ``n_trials``.
+process that imports for all of them (:func:`start_workers`). A worker keeps its
+Hydra composer and loaded code for the whole sweep, and runs trials until the study
+holds ``n_trials``.
 TensorFlow's threads are split between the workers so they do not fight over the
 cores.
 """
@@ -179,8 +180,8 @@ def import_for_trials() -> ModuleType:
 
 def import_libraries() -> None:
     """Imports the trial's code and the libraries it uses but TensorFlow and Keras
-    (MLflow and its SQL store, Optuna, Hydra, scikit-learn): about 2 s, and none of
-    it writes a file."""
+    (MLflow and its SQL store, Optuna, Hydra, scikit-learn): about 2.5 s, and none
+    of it writes a file."""
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (tracking.connect's, for a SQLite store)
 
     import src.sweeps.trial  # noqa: F401
