@@ -157,7 +157,8 @@ def run_sweep(spec: SweepSpec, verbose: bool = False, workers: list[Worker] | No
     # Each command's workers log to files of their own: several commands may share
     # a machine and a study.
     command = f"{socket.gethostname()}-{os.getpid()}"
-    log_paths = [None if verbose else spec.output_dir / "logs" / f"{command}-worker-{i}.log" for i in range(spec.workers)]
+    log_dir = None if verbose else spec.output_dir / "logs"
+    log_paths = [None if log_dir is None else log_dir / f"{command}-worker-{i}.log" for i in range(spec.workers)]
     if workers is None:
         # Workers start first: their TensorFlow import (several seconds) overlaps the
         # parent's set-up and baselines (MLflow's import among them: nothing before
