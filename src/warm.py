@@ -142,9 +142,10 @@ def libraries_fingerprint() -> dict[str, Any]:
     its entries there (its ``.dist-info`` folder has the version in its name)."""
     import site
 
-    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    # Real paths: one environment is often reached through a link (.venv -> .venv-ci).
+    folders = [os.path.realpath(f) for f in (*site.getsitepackages(), site.getusersitepackages())]
     changed = [f"{folder}:{os.stat(folder).st_mtime_ns}" for folder in folders if os.path.isdir(folder)]
-    return {"python": sys.prefix, "site_packages": changed}
+    return {"python": os.path.realpath(sys.prefix), "site_packages": changed}
 
 
 def hand_off(module: str) -> None:

@@ -215,8 +215,8 @@ def test_a_warm_process_turns_away_changed_libraries_and_restarts(tmp_path):
         # Another Python environment (this one) is turned away; the warm process stays.
         other = command(sys.executable)
         assert other.stderr.splitlines() == [
-            f"mlplab: the warm process did not take this job (it runs the Python environment {venv}, "
-            f"not {sys.prefix}); it runs on its own",
+            f"mlplab: the warm process did not take this job (it runs the Python environment {venv.resolve()}, "
+            f"not {Path(sys.prefix).resolve()}); it runs on its own",
             served.stderr.strip(),
         ]
 
