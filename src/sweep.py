@@ -344,13 +344,18 @@ def _run(opened: OpenedSweep, workers: list[Any]) -> SweepSummary:
         print(f"\nBest config: {summary.best_config}")
         print(f"Run it:      {train_command(summary.best_config)}")
     else:
-        print("No trial completed; see the failed trials' reasons above.")
+        print("No trial completed" + ("; see the failed trials' reasons above." if summary.failed else "."))
     print(f"MLflow run:  sweep-{spec.study_name} ({parent.run_id})")
-    if lost is not None and not StopWhenDone(spec.n_trials).done(study):
+    if StopWhenDone(spec.n_trials).done(study):
+        return summary
+    if lost is not None:
         raise MlplabError(
             f"a worker stopped when {lost.message}; the store answers again and MLflow agrees with the study: "
             "run the same command again to finish the sweep"
         )
+    died = [w.died for w in workers if w.died is not None]
+    if len(died) == len(workers):  # with none left, the sweep ended short of its trials
+        raise MlplabError(f"{died[0]}; the study keeps the finished trials: run the same command again to go on")
     return summary
 
 

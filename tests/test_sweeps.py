@@ -299,6 +299,29 @@ def test_a_sweep_that_fails_before_its_trials_leaves_no_process_behind(tmp_path)
     assert len(result.stderr_lines) == 1 and "garbage.db" in result.stderr_lines[0], result.stderr
 
 
+def test_a_worker_that_cannot_import_stops_the_sweep_with_its_reason(tmp_path, client):
+    # A broken TensorFlow install, which only the worker imports: it dies on its way
+    # to its job. The command says why and where its traceback is, and fails.
+    fake = tmp_path / "broken" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("this tensorflow is broken")\n')
+    result = run_cli(
+        "src.sweep", str(SWEEPS / "xor_lr_activation.yaml"), "n_trials=2", "baselines=none",
+        "experiment_name=sweep_broken_worker", cwd=tmp_path,
+        env=cold_env(PYTHONPATH=f"{fake.parent}{os.pathsep}{ROOT}"),
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    reason = "worker 0 exited with code 1 (ImportError: this tensorflow is broken); see "
+    # The warning when it died, the error at the end; no library's warnings about plots without trials.
+    assert len(result.stderr_lines) == 2 and reason in result.stderr_lines[0], result.stderr
+    error = re.fullmatch(rf"mlplab: error: {re.escape(reason)}(\S+\.log); the study keeps .*", result.stderr_lines[1])
+    assert error, result.stderr
+    log = tmp_path / error.group(1)
+    assert "Traceback" in log.read_text() and "this tensorflow is broken" in log.read_text()
+    assert all(r.info.status != "RUNNING" for r in runs_of(client, "sweep_broken_worker"))
+
+
 def _processes_in(folder: Path) -> list[str]:
     """The command lines of the processes whose working folder is ``folder``."""
     found = []

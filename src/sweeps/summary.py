@@ -129,7 +129,10 @@ def prepare_plots() -> None:
 
 def optuna_figures(study: optuna.Study, spec: SweepSpec) -> dict[str, Callable[[], Any]]:
     """Optuna's plots of the study, as figure makers by artifact file name (for
-    :meth:`src.tracking.TrackedRun.log_figures`, which skips one that fails)."""
+    :meth:`src.tracking.TrackedRun.log_figures`, which skips one that fails);
+    none before a trial completes."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return {}
     prepare_plots()
     from optuna.visualization import matplotlib as optuna_plots
 
@@ -150,12 +153,18 @@ def optuna_figures(study: optuna.Study, spec: SweepSpec) -> dict[str, Callable[[
 
 
 def _sized_figure(draw: Callable[[], Any]) -> Any:
-    """The figure of an Optuna plot, at least 8 x 5 inches, its experimental warnings quiet."""
+    """The figure of an Optuna plot, at least 8 x 5 inches, its warnings quiet
+    (experimental ones, and logged ones such as a plot with too few trials)."""
     import numpy as np
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        figure = np.atleast_1d(draw()).flat[0].figure
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            figure = np.atleast_1d(draw()).flat[0].figure
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     width, height = figure.get_size_inches()
     figure.set_size_inches(max(width, 8), max(height, 5))
     return figure

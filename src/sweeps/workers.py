@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ class Worker:
     released: bool = False
     has_job: bool = False
     stopped: WorkerStopped | None = None
+    died: str | None = None
+    """How it ended, once the parent's watch found it ended with an error."""
 
     @property
     def started(self) -> bool:
@@ -93,14 +96,23 @@ class Worker:
         self.child_end.close()
         self.child_end = None
         if self.released:
-            self.connection.send(self.log_path)
+            self.send(self.log_path)
 
     def release(self, log_path: Path | None) -> None:
         """Lets the worker go on to import TensorFlow and wait for its job, its
         output going to ``log_path`` (None: the command's terminal)."""
         self.log_path, self.released = log_path, True
         if self.started:
-            self.connection.send(log_path)
+            self.send(log_path)
+
+    def send(self, message: object) -> bool:
+        """Sends ``message``; False if the worker has died (the parent's watch
+        reports it, with the line it left, if any)."""
+        try:
+            self.connection.send(message)
+        except OSError:  # BrokenPipeError: it died importing
+            return False
+        return True
 
     def receive_stop(self) -> WorkerStopped | None:
         """The worker's stop message, once it has exited (None if it sent none)."""
@@ -193,10 +205,11 @@ def worker_main(connection: Connection, threads: int) -> None:
     signal.signal(signal.SIGINT, between_statements(_ctrl_c_once))
     log_path = None
     try:
-        import_libraries()  # no-ops in a worker forked from the fork server
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            import_libraries()  # no-ops in a worker forked from the fork server
+            import_failure = None
+        except Exception as exc:  # told once the worker's output goes to its log
+            import_failure = exc
         try:
             log_path = connection.recv()
         except EOFError:  # the parent gave up before releasing it
@@ -206,6 +219,11 @@ def worker_main(connection: Connection, threads: int) -> None:
             sink = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             os.dup2(sink, 1)
             os.dup2(sink, 2)
+        if import_failure is not None:
+            raise import_failure
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         tf = import_for_trials()  # TensorFlow's import, or a no-op when forked
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -226,6 +244,13 @@ def worker_main(connection: Connection, threads: int) -> None:
         with contextlib.suppress(OSError):
             connection.send(WorkerStopped(str(exc), isinstance(exc, TrackingError)))
         exit_now(exc.exit_code)
+    except Exception as exc:
+        # Not a user's mistake (a broken install, a bug): the traceback goes to the
+        # worker's log, its line to the parent, which names both.
+        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            connection.send(WorkerStopped(f"{type(exc).__name__}: {first_line(exc)}", tracking=False))
+        exit_now(1)
     exit_now(0)  # the worker's last act: no interpreter teardown to wait for (see exit_now)
 
 
@@ -311,8 +336,7 @@ def send_jobs(workers: list[Worker], jobs: list[WorkerJob]) -> None:
     for worker, job in zip(workers, jobs, strict=True):
         if not worker.started:
             worker.start()
-        worker.connection.send(job)
-        worker.has_job = True
+        worker.has_job = worker.send(job)
 
 
 def run_workers(
@@ -324,8 +348,9 @@ def run_workers(
     by_heartbeat: bool = False,
 ) -> None:
     """Watches the workers until they end, reports progress while they run, and
-    reports any worker that dies. Its trial is failed and queued again here, or,
-    ``by_heartbeat`` (an RDB study), by Optuna's heartbeat after the grace period.
+    reports any worker that dies (``worker.died`` says how). Its trial is failed
+    and queued again here, or, ``by_heartbeat`` (an RDB study), by Optuna's
+    heartbeat after the grace period.
     A worker that stopped because the tracking store failed has already failed and
     queued its trial; it is left in ``worker.stopped`` for the caller.
 
@@ -334,16 +359,19 @@ def run_workers(
     """
     reported: set[int] = set()
     try:
-        while alive := [w.process.sentinel for w in workers if w.process.is_alive()]:
-            multiprocessing.connection.wait(alive, timeout=poll_seconds)  # returns early when one exits
-            on_progress()
-            for index, worker in enumerate(workers):
+        while True:
+            for index, worker in enumerate(workers):  # also those that died before the watch began
                 process = worker.process
-                if not process.is_alive() and process.exitcode and process.pid not in reported:
+                if process.exitcode and process.pid not in reported:
                     reported.add(process.pid)
                     stopped = worker.receive_stop()
                     if stopped is None or not stopped.tracking:
                         _worker_died(study, index, worker, by_heartbeat)
+            alive = [w.process.sentinel for w in workers if w.process.is_alive()]
+            if not alive:
+                break
+            multiprocessing.connection.wait(alive, timeout=poll_seconds)  # returns early when one exits
+            on_progress()
     except KeyboardInterrupt:
         interrupt_workers(workers, study)
         raise
@@ -386,6 +414,7 @@ def _worker_died(study: optuna.Study, index: int, worker: Worker, by_heartbeat: 
     else:
         failed = fail_trials_of(study, worker.process.pid, f"worker {how}", retry=True)
         requeued = f"; trial {', '.join(map(str, failed))} failed and queued again" if failed else ""
+    worker.died = f"worker {index} {how}{where}"
     log.warning("worker %d %s%s%s", index, how, requeued, where)
 
 
