@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from src import tracking
-from src.config import Composer, validate
+from src.config import CheckedConfig, Composer, validate
 from src.errors import MlplabError, first_line
 from src.listeners import EpochListener
 from src.models.base import CHECKPOINTS_PER_TRAINING, disposable_models
@@ -91,7 +91,7 @@ class TrialObjective:
             _failed_for_good(trial, exc)
             raise
         try:
-            return self._tracked(trial, cfg, plain, values)
+            return self._tracked(trial, plain, values)
         except tracking.TrackingError as exc:
             # The store is gone: no later trial could be logged either. Keep this
             # trial's result if training finished, and stop this worker.
@@ -105,7 +105,7 @@ class TrialObjective:
             objective = self._objective(trial, exc.metrics)
             return objective if self.spec.multi_objective else objective[0]
 
-    def _tracked(self, trial: optuna.Trial, cfg: Any, plain: dict[str, Any], values: dict[str, Any]) -> Any:
+    def _tracked(self, trial: optuna.Trial, plain: CheckedConfig, values: dict[str, Any]) -> Any:
         experiment = self._experiment(plain)
         tags = {STUDY_TAG: self.spec.study_name, TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"}
         reporter = PruningReporter(trial, self.spec.objectives[0].report, self.prune, plain["trainer"]["epochs"])
@@ -121,7 +121,7 @@ class TrialObjective:
             sampled = {f"sampled.{k}": v for k, v in values.items()}
             try:
                 with disposable_models():  # a trial's model is dropped when it ends
-                    result = run(cfg, into=tracked, listeners=[reporter], params=sampled)
+                    result = run(plain, into=tracked, listeners=[reporter], params=sampled)
                 metrics = result.metrics[main_model_name(plain)]
             except optuna.TrialPruned:
                 trial.set_user_attr(EPOCHS_ATTR, reporter.epoch)
