@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.targets import report  # noqa: E402
 from src.baseline_worker import WORKER_ENV  # noqa: E402  (both light: no TensorFlow in the bench)
 from src.warm import WARM_ENV, start_in_background, wait_until_ready  # noqa: E402
 
@@ -100,10 +101,23 @@ def main() -> None:
                     print(f"; {walls[WARM_WAY]:.2f} s through the warm process ({(walls[WARM_WAY] - two) / two:+.0%}), "
                           f"{walls[WARM_IN_JOB_WAY]:.2f} s with its baselines in the job", end="")
                 print()
+                report_targets(config, runs[list(WAYS)[1]], runs.get(WARM_WAY))
         finally:
             if warm is not None:
                 warm.terminate()
                 warm.wait(60)
+
+
+def report_targets(config: str, alone: list, warm: list | None) -> None:
+    """Issue 14's targets that ``config``'s runs measure: on its own (the default
+    way, its baselines in their own process) and through a warm process."""
+    key = {"+experiment=xor": "main_job", "+experiment=iris": "main_job",
+           "+experiment=mnist trainer.epochs=2": "quick_look"}.get(config)
+    for how, runs in (("", alone), ("(through a warm process)", warm)):
+        if runs:
+            if key:
+                report(key, statistics.median(finished for _, finished in runs), how)
+            report("last_line_to_exit", statistics.median(finished - lines[-1][0] for lines, finished in runs), how)
 
 
 def print_timeline(title: str, runs: list[tuple[list[tuple[float, str]], float]]) -> None:

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from bench.targets import report  # noqa: E402
 from src.config import compose, validate  # noqa: E402
 from src.listeners import EpochListener  # noqa: E402
 from src.training import build_models, load_dataset, seed_everything  # noqa: E402
@@ -146,6 +147,8 @@ def main() -> None:
             rate = flops / seconds / 1e9
             print(f"{batch:>5}  {what:<34}{seconds:>10.3f}{rate:>9.1f}{rate / peak:>8.1%}"
                   f"{accuracy:>9.4f}{fit_seconds / seconds:>7.2f}x", flush=True)
+        if batch == 32:
+            report("mnist_epoch", dict(rows)["mlplab (trainer.engine=auto)"][0])
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.targets import report  # noqa: E402
 from src.sweeps.definition import SweepSpec  # noqa: E402
 from src.sweeps.spec import load_spec  # noqa: E402
 from src.sweeps.trial import TRIAL_OVERRIDES  # noqa: E402
@@ -175,12 +176,20 @@ def measure(spec: SweepSpec, args: argparse.Namespace) -> None:
         medians["separate"] = statistics.median(separate_seconds(spec, trial_values) for _ in range(args.repeats))
         print(f"{f'{len(trial_values)} separate src.train':<28}{medians['separate']:>9.1f}", flush=True)
     one = medians.get("1 worker(s)")
+    issue_search = args.sweep.name == "xor_20_trials.yaml"  # the issue's search: its targets apply
+    how = "(through a warm process)" if args.warm else ""
     if one:
+        if issue_search and not args.extra:
+            report("sweep", one, how)
         for workers in args.workers:
             if workers != 1:
                 print(f"speed-up of {workers} workers over 1: {one / medians[f'{workers} worker(s)']:.2f}x")
+                if issue_search and workers == 2 and args.extra == ["n_trials=100"]:
+                    report("two_workers", one / medians["2 worker(s)"], how)
         if "plain" in medians:
             print(f"speed-up of the 1-worker sweep over plain Optuna: {medians['plain'] / one:.1f}x")
+            if issue_search and not args.extra:
+                report("plain_ratio", medians["plain"] / one, how)
         if "separate" in medians:
             print(f"speed-up of the 1-worker sweep over separate processes: {medians['separate'] / one:.1f}x")
 

@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--journal", type=Path, help="the study's journal file (default: one in the store's folder)")
     args = parser.parse_args()
 
+    from bench.targets import report
     from src.models.backend import import_tensorflow
 
     import_tensorflow()
@@ -125,6 +126,7 @@ def main() -> None:
     print(f"  overhead (the rest)      {1000 * statistics.median(rest):7.1f} ms")
     print(f"  with Optuna's ask/tell   {1000 * per_trial_with_optuna:7.1f} ms (mean)")
     print("  store calls per trial    " + ", ".join(f"{n} {counts[n] / args.trials:g}" for n in STORE_CALLS))
+    report("trial_overhead", 1000 * statistics.median(rest))
 
 
 if __name__ == "__main__":
