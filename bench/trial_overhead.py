@@ -5,7 +5,9 @@ Runs the trials of a sweep definition the way a worker does (one composer, one
 fresh folder), after a few warm-up trials that trace the model structures, and prints
 per-trial medians: wall time, time inside the compiled training calls (the arithmetic,
 including their callbacks), the rest (the per-trial overhead: composing, building the
-model, evaluating, tracking), and the tracking store's writes and reads.
+model, evaluating, tracking), and the tracking store's writes and reads: how many, and
+the time spent in them (MLflow's SQL store, on either thread: the per-epoch metrics are
+written by a background thread, which the trial waits for before its run ends).
 
 Sweeps through ``src.sweep`` add process start-up, the study's set-up and the summary
 around these trials; ``bench/sweep_throughput.py`` measures the whole command.
@@ -36,13 +38,17 @@ sys.path.insert(0, str(ROOT))
 STORE_CALLS = ("create_run", "log_batch", "log_inputs", "update_run_info", "get_run", "get_experiment_by_name")
 
 
-def _counted(cls: type, name: str, counts: collections.Counter) -> None:
+def _counted(cls: type, name: str, counts: collections.Counter, seconds: collections.Counter) -> None:
     original = getattr(cls, name)
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
         counts[name] += 1
-        return original(*args, **kwargs)
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seconds[name] += time.perf_counter() - started
 
     setattr(cls, name, wrapper)
 
@@ -72,8 +78,9 @@ def main() -> None:
     from src.sweeps.trial import TrialObjective
 
     counts: collections.Counter = collections.Counter()
+    store_seconds: collections.Counter = collections.Counter()  # the metric writer's thread's too
     for name in STORE_CALLS:
-        _counted(SqlAlchemyStore, name, counts)
+        _counted(SqlAlchemyStore, name, counts, store_seconds)
     training: list[float] = []
     train = CompiledLoop._train
 
@@ -114,6 +121,7 @@ def main() -> None:
         walls.clear()
         training.clear()
         counts.clear()
+        store_seconds.clear()
         started = time.perf_counter()
         study.optimize(measured, n_trials=args.trials)
         per_trial_with_optuna = (time.perf_counter() - started) / args.trials
@@ -126,6 +134,9 @@ def main() -> None:
     print(f"  overhead (the rest)      {1000 * statistics.median(rest):7.1f} ms")
     print(f"  with Optuna's ask/tell   {1000 * per_trial_with_optuna:7.1f} ms (mean)")
     print("  store calls per trial    " + ", ".join(f"{n} {counts[n] / args.trials:g}" for n in STORE_CALLS))
+    per_trial = {n: 1000 * store_seconds[n] / args.trials for n in STORE_CALLS if counts[n]}
+    print(f"  in the store per trial   {sum(per_trial.values()):7.1f} ms (mean; "
+          + ", ".join(f"{n} {ms:.1f}" for n, ms in per_trial.items()) + ")")
     report("trial_overhead", 1000 * statistics.median(rest))
 
 
