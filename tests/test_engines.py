@@ -180,9 +180,9 @@ def test_models_of_one_structure_share_a_traced_program_but_no_weights():
     overrides = ["+experiment=xor", "trainer.epochs=37"]  # an epoch count no other test uses
     first, _ = trained(*overrides, "optimizer.learning_rate=0.05", engine="compiled")
     weights = first.native.get_weights()
-    program = next(reversed(compiled._programs.values()))
+    program = compiled._programs.newest()
     second, _ = trained(*overrides, "optimizer.learning_rate=0.2", engine="compiled")
-    assert next(reversed(compiled._programs.values())) is program  # reused, not traced again
+    assert compiled._programs.newest() is program  # reused, not traced again
     reference, _ = trained(*overrides, "optimizer.learning_rate=0.2", engine="fit")
     assert_same_training(reference, second, rtol=1e-5, atol=1e-6)  # its own learning rate and weights
     for before, after in zip(weights, first.native.get_weights(), strict=True):

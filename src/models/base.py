@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -28,6 +29,35 @@ epochs and calls the listeners after each chunk, so anything that acts on a
 listener's word (early stopping, a pruner) acts within a tenth of the epochs. A
 sweep's pruner is asked at these points only: asking in between would judge epochs
 that have already run, and each report is a write to the study's storage."""
+
+
+_Value = TypeVar("_Value")
+
+
+class RecentlyUsed(Generic[_Value]):
+    """At most ``size`` values by key, the one used least recently dropped first:
+    what a process keeps of its trained structures (traced programs, networks)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: OrderedDict[Hashable, _Value] = OrderedDict()
+
+    def get(self, key: Hashable) -> _Value | None:
+        value = self._values.get(key)
+        if value is not None:
+            self._values.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: _Value) -> _Value:
+        self._values[key] = value
+        self._values.move_to_end(key)
+        if len(self._values) > self.size:
+            self._values.popitem(last=False)
+        return value
+
+    def newest(self) -> _Value | None:
+        """The value put or got last."""
+        return next(reversed(self._values.values()), None)
 
 
 _disposable = False

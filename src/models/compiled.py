@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,7 @@ tf = import_tensorflow()  # first: in a command, TensorFlow's start-up lines go 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from src.models.base import CHECKPOINTS_PER_TRAINING
+from src.models.base import CHECKPOINTS_PER_TRAINING, RecentlyUsed
 
 STEPS_PER_CALL = 256
 """Steps one call aims at at most: enough that the call's own cost (~0.2 ms) is small."""
@@ -65,7 +64,7 @@ class _Program:
     """The traced scoring function of :meth:`CompiledLoop.scores`, made on first use."""
 
 
-_programs: OrderedDict[str, _Program] = OrderedDict()
+_programs: RecentlyUsed[_Program] = RecentlyUsed(PROGRAM_CACHE_SIZE)
 
 
 class CompiledLoop:
@@ -236,7 +235,6 @@ class CompiledLoop:
         )
         program = _programs.get(key)
         if program is not None:
-            _programs.move_to_end(key)
             return program
         runner = _blank_copy(self.model, (data[0][:batch], data[1][:batch], None), xla=self.jit_compile)
         train_keys = list(runner.get_metrics_result())
@@ -248,10 +246,7 @@ class CompiledLoop:
             self._chunk_function(runner, batch, keys, chunk), jit_compile=self.jit_compile, autograph=False
         )
         signature = tuple(tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in data)
-        program = _programs[key] = _Program(runner, function, keys, signature)
-        if len(_programs) > PROGRAM_CACHE_SIZE:
-            _programs.popitem(last=False)
-        return program
+        return _programs.put(key, _Program(runner, function, keys, signature))
 
     def _chunk_function(self, model: keras.Model, batch: int, keys: list[str], chunk: int) -> Any:
         """The function that trains ``count`` epochs from ``start`` and returns their logs."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np  # noqa: E402
 
 from src.data.dataset import DataSpec, InputScaling
 from src.listeners import EpochListener
-from src.models.base import Estimator, models_are_disposable, prediction_metrics
+from src.models.base import Estimator, RecentlyUsed, models_are_disposable, prediction_metrics
 
 _PREDICT_BATCH = 4096
 INPUT_SCALING_LAYER = "input_scaling"
@@ -134,15 +133,12 @@ class KerasMLP(Estimator):
         recipe = self._recipe(x, optimizer) if models_are_disposable() else None
         kept = _kept_models.get(recipe) if recipe is not None else None
         if kept is not None:
-            _kept_models.move_to_end(recipe)
             kept.reset(layers, optimizer.get_config()["learning_rate"])
             return kept.model
         model = keras.Sequential(layers, name="mlp")
         model.compile(optimizer=optimizer, loss=self.loss_, metrics=[self._metric()])
         if recipe is not None:
-            _kept_models[recipe] = _KeptModel.of(model)
-            if len(_kept_models) > KEPT_MODELS:
-                _kept_models.popitem(last=False)
+            _kept_models.put(recipe, _KeptModel.of(model))
         return model
 
     def _layers(self, x: np.ndarray) -> list[Any]:
@@ -430,7 +426,7 @@ class _KeptModel:
             self.model.optimizer.learning_rate = learning_rate
 
 
-_kept_models: OrderedDict[str, _KeptModel] = OrderedDict()
+_kept_models: RecentlyUsed[_KeptModel] = RecentlyUsed(KEPT_MODELS)
 
 
 def _described(setting: Any) -> Any:
