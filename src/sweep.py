@@ -151,26 +151,22 @@ def run_sweep(spec: SweepSpec, verbose: bool = False, workers: list[Worker] | No
     try:
         base_cfg = compose(spec.base_overrides())
         plain = validate(base_cfg)
-    except BaseException:
-        stop_workers(workers or [])
-        raise
-    # Each command's workers log to files of their own: several commands may share
-    # a machine and a study.
-    command = f"{socket.gethostname()}-{os.getpid()}"
-    log_dir = None if verbose else spec.output_dir / "logs"
-    log_paths = [None if log_dir is None else log_dir / f"{command}-worker-{i}.log" for i in range(spec.workers)]
-    if workers is None:
-        # Workers start first: their TensorFlow import (several seconds) overlaps the
-        # parent's set-up and baselines (MLflow's import among them: nothing before
-        # this line may import it). Until they get a job they can simply be stopped.
-        workers = start_workers(spec.workers, log_paths)
-    else:
-        for worker, log_path in zip(workers, log_paths, strict=True):
-            worker.release(log_path)
-    try:
+        # Each command's workers log to files of their own: several commands may share
+        # a machine and a study.
+        command = f"{socket.gethostname()}-{os.getpid()}"
+        log_dir = None if verbose else spec.output_dir / "logs"
+        log_paths = [None if log_dir is None else log_dir / f"{command}-worker-{i}.log" for i in range(spec.workers)]
+        if workers is None:
+            # Workers start first: their TensorFlow import (several seconds) overlaps the
+            # parent's set-up and baselines (MLflow's import among them: nothing before
+            # this line may import it). Until they get a job they can simply be stopped.
+            workers = start_workers(spec.workers, log_paths)
+        else:
+            for worker, log_path in zip(workers, log_paths, strict=True):
+                worker.release(log_path)
         return _run(_open(spec, base_cfg, plain), workers)
     except BaseException:
-        stop_workers(workers)  # those still waiting for a job, if any
+        stop_workers(workers or [])  # those still waiting for a job, if any
         raise
 
 

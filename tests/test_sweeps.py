@@ -317,8 +317,8 @@ def test_a_worker_that_cannot_import_stops_the_sweep_with_its_reason(tmp_path, c
     assert len(result.stderr_lines) == 2 and reason in result.stderr_lines[0], result.stderr
     error = re.fullmatch(rf"mlplab: error: {re.escape(reason)}(\S+\.log); the study keeps .*", result.stderr_lines[1])
     assert error, result.stderr
-    log = tmp_path / error.group(1)
-    assert "Traceback" in log.read_text() and "this tensorflow is broken" in log.read_text()
+    log = (tmp_path / error.group(1)).read_text()
+    assert "Traceback" in log and "this tensorflow is broken" in log
     assert all(r.info.status != "RUNNING" for r in runs_of(client, "sweep_broken_worker"))
 
 
